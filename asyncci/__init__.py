@@ -1,0 +1,1 @@
+"""asyncci: a continuous-integration server in one asyncio process."""

@@ -1,0 +1,122 @@
+# asyncci's job wrapper: the same text runs on local and SSH hosts, read from stdin by
+# `bash -c 'eval "$(cat)"'` after a preamble of shell-quoted AC_* assignments, so no job
+# data (script, environment, secrets, branch names) ever appears on a command line.
+#
+# AC_MODE   start  check out AC_SHA, start the script detached, then stream its log
+#           attach stream the log of a job already started, from byte AC_OFFSET
+#           kill   SIGTERM the job's process group now, SIGKILL it AC_GRACE seconds later
+# Streams: stdout carries only the job's log bytes; the last line on stderr says how the
+# job ended: `asyncci-exit N`, `asyncci-lost` (no exit status: the job's supervisor was
+# killed) or `asyncci-error MESSAGE` (the job could not be started).
+set -u
+umask 077
+mkdir -p -- "$AC_WORKDIR" && cd -- "$AC_WORKDIR" || { echo "asyncci-error workdir $AC_WORKDIR unusable" >&2; exit 3; }
+jobdir="$PWD/jobs/$AC_JOB"
+
+fail() {
+	printf 'asyncci-error %s\n' "$*" >&2
+	exit 3
+}
+
+fetch() {
+	local mirror="$1"
+	[ -d "$mirror" ] || git init -q --bare -- "$mirror" || return
+	git -C "$mirror" cat-file -e "$AC_SHA^{commit}" 2>/dev/null && return
+	if [ -n "$AC_REF" ]; then
+		git -C "$mirror" fetch -q --no-tags --force -- "$AC_URL" "+$AC_REF:$AC_REF" && \
+			git -C "$mirror" cat-file -e "$AC_SHA^{commit}" 2>/dev/null && return
+	fi
+	git -C "$mirror" fetch -q --no-tags -- "$AC_URL" "$AC_SHA" 2>/dev/null && return
+	git -C "$mirror" fetch -q --no-tags --force -- "$AC_URL" '+refs/heads/*:refs/heads/*' || return
+	git -C "$mirror" cat-file -e "$AC_SHA^{commit}" || return
+}
+
+checkout() {
+	local mirror="$PWD/mirrors/$AC_REPO.git" ws="$1"
+	mkdir -p mirrors "$ws" || return
+	(flock 9 && fetch "$mirror") 9>"$mirror.lock" || return
+	[ -d "$ws/.git" ] || git init -q -- "$ws" || return
+	echo "$mirror/objects" >"$ws/.git/objects/info/alternates"
+	git -C "$ws" checkout -q -f --detach "$AC_SHA" -- && git -C "$ws" clean -q -ffdx
+}
+
+forget_old_jobs() {
+	# A job directory outlives its job only so the server can finish reading its log.
+	local dir
+	for dir in jobs/*/job.exit; do
+		[ -e "$dir" ] && [ -n "$(find "$dir" -mmin +1440)" ] && rm -rf -- "${dir%/job.exit}"
+	done
+}
+
+start() {
+	local ws="$PWD/ws/$AC_REPO/$AC_SLOT"
+	forget_old_jobs 2>/dev/null
+	rm -rf -- "$jobdir" && mkdir -p -- "$jobdir" || fail "cannot create $jobdir"
+	checkout "$ws" >"$jobdir/checkout.log" 2>&1 || fail "checkout of $AC_SHA failed: $(tail -c 1500 "$jobdir/checkout.log" | tr '\n' ' ')"
+	printf '%s' "$AC_ENV" >"$jobdir/env"
+	printf '%s' "$AC_SCRIPT" >"$jobdir/script"
+	# The supervisor is its own session (it survives the connection); the script gets
+	# another process group, so killing the group leaves the supervisor to record the
+	# status. `env -i` keeps the server's own environment (tokens) away from the script.
+	# What the script leaves running in its group is stopped before the job counts as
+	# ended, so the slot's next job never meets it.
+	AC_DIR="$jobdir" AC_WS="$ws" AC_GRACE="$AC_GRACE" setsid bash -c '
+		echo $$ >"$AC_DIR/sup.pid"
+		cd -- "$AC_WS" || exit
+		env -i PATH="$PATH" HOME="$HOME" USER="${USER:-$(id -un)}" LANG="${LANG:-C.UTF-8}" \
+			SHELL="${SHELL:-/bin/bash}" TERM=dumb \
+			setsid bash -c '\''set -a; . "$0/env"; set +a; rm -f -- "$0/env"; exec bash -eo pipefail "$0/script"'\'' "$AC_DIR" \
+			</dev/null >"$AC_DIR/job.log" 2>&1 &
+		pgid=$!
+		echo $pgid >"$AC_DIR/job.pid"
+		wait $pgid
+		status=$?
+		if kill -TERM -- "-$pgid" 2>/dev/null; then
+			n=0
+			while kill -0 -- "-$pgid" 2>/dev/null && [ $n -lt $((AC_GRACE * 10)) ]; do sleep 0.1; n=$((n + 1)); done
+			kill -KILL -- "-$pgid" 2>/dev/null
+		fi
+		echo $status >"$AC_DIR/job.exit.tmp" && mv -f -- "$AC_DIR/job.exit.tmp" "$AC_DIR/job.exit"
+	' </dev/null >/dev/null 2>&1 &
+	stream
+}
+
+stream() {
+	local sup n=0
+	while [ ! -s "$jobdir/sup.pid" ] && [ "$AC_MODE" = start ] && [ $n -lt 500 ]; do
+		sleep 0.01
+		n=$((n + 1))
+	done
+	[ -s "$jobdir/sup.pid" ] || { echo asyncci-lost >&2; exit 0; }
+	sup=$(cat -- "$jobdir/sup.pid")
+	if kill -0 "$sup" 2>/dev/null; then
+		tail -c "+$((AC_OFFSET + 1))" -s 0.05 -F --pid="$sup" -- "$jobdir/job.log" 2>/dev/null
+	else
+		tail -c "+$((AC_OFFSET + 1))" -- "$jobdir/job.log" 2>/dev/null
+	fi
+	if [ -s "$jobdir/job.exit" ]; then
+		printf 'asyncci-exit %s\n' "$(cat -- "$jobdir/job.exit")" >&2
+	else
+		echo asyncci-lost >&2
+	fi
+}
+
+kill_job() {
+	local pid
+	[ -s "$jobdir/job.pid" ] || exit 0
+	pid=$(cat -- "$jobdir/job.pid")
+	kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || exit 0
+	# The SIGKILL comes from a process of its own: nobody waits for the grace period, and
+	# it happens even if the connection or the server goes away meanwhile.
+	setsid bash -c 'n=0
+		while kill -0 -- "-$0" 2>/dev/null && [ $n -lt $(($1 * 10)) ]; do sleep 0.1; n=$((n + 1)); done
+		kill -KILL -- "-$0" 2>/dev/null' "$pid" "$AC_GRACE" </dev/null >/dev/null 2>&1 &
+	exit 0
+}
+
+case "$AC_MODE" in
+start) start ;;
+attach) stream ;;
+kill) kill_job ;;
+*) fail "unknown mode $AC_MODE" ;;
+esac

@@ -1,0 +1,162 @@
+"""The one door for every build request: triggers, webhooks, the API and rebuilds.
+
+(repo, ref, sha, event) → a build and its jobs in the store, idempotently (the trigger
+key), superseding older builds of the same ref (SPEC §3). The planner never runs a job:
+it tells the scheduler through callbacks that `server.py` passes in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .config import Config, RepoConfig, branch_matches
+from .mirror import GitError, Mirror, is_sha
+from .model import Build, Event, JobSpec, branch_of
+from .pipeline import PipelineError, plan_jobs
+from .store import BuildRequest, Enqueued, Store
+
+log = logging.getLogger(__name__)
+
+
+class PlanError(Exception):
+    """The request cannot become a build: an unknown ref or commit. (A bad pipeline still
+    makes a build, errored with the reason, so the commit's page says what is wrong.)"""
+
+
+@dataclass(frozen=True)
+class Commit:
+    """What a trigger knows of a commit; empty fields are looked up in the mirror."""
+
+    sha: str
+    message: str = ""
+    author: str = ""
+
+
+def branch_key(repo: str, ref: str, sha: str) -> str:
+    """Push, poll and poke of the same commit share this key, so they make one build."""
+    return f"branch\0{repo}\0{ref}\0{sha}"
+
+
+def pull_request_key(repo: str, pr: int, sha: str) -> str:
+    return f"pr\0{repo}\0{pr}\0{sha}"
+
+
+def cron_key(repo: str, at: str) -> str:
+    return f"cron\0{repo}\0{at}"
+
+
+class Planner:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        mirrors: dict[str, Mirror],
+        on_enqueued: Callable[[Enqueued], None],
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._mirrors = mirrors
+        self._on_enqueued = on_enqueued
+
+    async def request(
+        self,
+        repo: RepoConfig,
+        ref: str,
+        commit: Commit,
+        event: Event,
+        key: str | None,
+        *,
+        pr: int | None = None,
+        fork: bool = False,
+        specs: Sequence[JobSpec] | None = None,
+    ) -> Enqueued:
+        """Plan a build of `commit`; `key` None always makes a new one (manual builds)."""
+        if not is_sha(commit.sha):
+            raise PlanError(f"not a commit sha: {commit.sha!r}")
+        mirror = self._mirrors[repo.name]
+        try:
+            await mirror.ensure(commit.sha, ref or None)
+            if not (commit.message and commit.author):
+                found = await mirror.commit(commit.sha)
+                commit = Commit(commit.sha, commit.message or found.message,
+                                commit.author or found.author)
+        except GitError as e:
+            raise PlanError(str(e)) from e
+        error = None
+        if specs is None:
+            try:
+                specs = await plan_jobs(repo, mirror, commit.sha)
+            except PipelineError as e:
+                specs, error = [], str(e)
+        request = BuildRequest(
+            repo=repo.name, ref=ref, sha=commit.sha, event=event, trigger_key=key, pr=pr,
+            message=commit.message, author=commit.author, fork=fork, github=repo.github,
+        )
+        supersede = self._supersedes(repo, ref, event)
+        result = await self._store.enqueue_build(request, specs, supersede, error)
+        if result.created:
+            log.info("build %d queued repo=%s ref=%s sha=%s event=%s jobs=%d",
+                     result.build.id, repo.name, ref, commit.sha[:12], event, len(specs))
+            self._on_enqueued(result)
+        return result
+
+    def _supersedes(self, repo: RepoConfig, ref: str, event: Event) -> bool:
+        if repo.build_every_commit or event is Event.MANUAL or not ref:
+            return False
+        branch = branch_of(ref)
+        return branch is None or not any(branch_matches(p, branch) for p in repo.keep_superseded)
+
+    async def manual(self, repo: RepoConfig, ref: str | None, sha: str | None) -> Build:
+        """A person asked: build `sha`, or the head of `ref`, or of the default branch."""
+        mirror = self._mirrors[repo.name]
+        try:
+            if sha is None:
+                ref = _full_ref(ref or self.default_branch(repo))
+                await mirror.fetch(ref)
+                sha = await mirror.resolve(ref)
+        except GitError as e:
+            raise PlanError(f"unknown ref {ref!r}: {e}") from e
+        full = _full_ref(ref) if ref else ""
+        return (await self.request(repo, full, Commit(sha), Event.MANUAL, None)).build
+
+    async def rebuild(self, build: Build) -> Build:
+        """A new manual build of the same commit with the pipeline stored with the old one."""
+        repo = self._config.repo(build.repo)
+        if repo is None:
+            raise PlanError(f"repo {build.repo} is no longer configured")
+        specs = await self._store.build_pipeline(build.id)
+        commit = Commit(build.sha, build.message, build.author)
+        return (await self.request(repo, build.ref, commit, Event.MANUAL, None, pr=build.pr,
+                                   fork=build.fork, specs=specs)).build
+
+    async def branch_build(
+        self, repo: RepoConfig, ref: str, commit: Commit, event: Event = Event.POLL
+    ) -> Enqueued:
+        """A branch head seen by a poll, a push webhook or a poke: one build per commit."""
+        return await self.request(repo, ref, commit, event, branch_key(repo.name, ref, commit.sha))
+
+    async def known_heads(self, repo: RepoConfig) -> dict[str, str]:
+        """The branch heads the last successful poll saw (built or being built)."""
+        return await self._store.heads(repo.name)
+
+    async def record_poll(
+        self, repo: RepoConfig, heads: dict[str, str] | None, error: str | None = None
+    ) -> None:
+        """Heads are recorded only after their builds are queued: a crash re-asks."""
+        if heads is not None:
+            await self._store.set_heads(repo.name, heads)
+        await self._store.set_poll_result(repo.name, error)
+
+    @staticmethod
+    def default_branch(repo: RepoConfig) -> str:
+        """The first branch pattern that names one plain branch (no glob)."""
+        for pattern in repo.branches:
+            if not any(c in pattern for c in "*?["):
+                return pattern
+        raise PlanError(f"repo {repo.name} has no plain branch in `branches`; give a ref")
+
+
+def _full_ref(ref: str) -> str:
+    return ref if ref.startswith("refs/") else f"refs/heads/{ref}"

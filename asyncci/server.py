@@ -1,0 +1,121 @@
+"""The composition root: builds every part, recovers after a restart, runs them in one
+TaskGroup and stops them on SIGTERM/SIGINT without waiting for running jobs (they go on,
+detached, on their hosts and are reattached at the next start)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from aiohttp import web
+
+from .config import Config, HostConfig
+from .hosts.base import Host
+from .hosts.local import LocalHost
+from .logs import Logs
+from .mirror import Mirror
+from .model import utcnow
+from .planner import Planner
+from .scheduler import Scheduler
+from .store import Store
+from .triggers.poller import Poller
+from .web.app import create_app
+
+log = logging.getLogger(__name__)
+RETENTION_EVERY_S = 3600.0
+
+
+class UnsupportedHost(Exception):
+    pass
+
+
+def make_host(config: HostConfig) -> Host:
+    if config.local:
+        return LocalHost(config)
+    raise UnsupportedHost(f"host {config.name}: SSH hosts are not supported by this version")
+
+
+@dataclass
+class Server:
+    """Every part, built and wired; `run()` serves until `stop()`."""
+
+    config: Config
+    store: Store
+    logs: Logs
+    scheduler: Scheduler
+    planner: Planner
+    pollers: dict[str, Poller]
+    app: web.Application
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # serving, queue recovered
+
+    @classmethod
+    async def build(cls, config: Config) -> Server:
+        data_dir = config.server.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        hosts = [make_host(h) for h in config.hosts]
+        store = await Store.open(data_dir / "asyncci.db")
+        logs = Logs(data_dir / "logs", config.server.max_log_bytes)
+        scheduler = Scheduler(config, store, hosts, logs)
+        mirrors = {r.name: Mirror(data_dir / "mirrors" / f"{r.name}.git", r.url)
+                   for r in config.repos}
+        planner = Planner(config, store, mirrors, scheduler.on_enqueued)
+        pollers = {r.name: Poller(r, mirrors[r.name], planner) for r in config.repos}
+        app = create_app(config, store, scheduler, planner, logs, lambda n: pollers[n].poke())
+        return cls(config, store, logs, scheduler, planner, pollers, app)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        runner = web.AppRunner(self.app, shutdown_timeout=2.0, access_log=None)
+        await runner.setup()
+        try:
+            server = self.config.server
+            await web.TCPSite(runner, server.listen_host, server.listen_port).start()
+            log.info("listening on %s:%d", server.listen_host, server.listen_port)
+            await self.scheduler.recover()
+            self.ready.set()
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self.scheduler.run(), name="scheduler"),
+                         group.create_task(self._expire_logs(), name="retention")]
+                tasks += [group.create_task(p.run(), name=f"poll {n}")
+                          for n, p in self.pollers.items()]
+                await stop.wait()
+                log.info("stopping; running jobs go on and are reattached at the next start")
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await runner.cleanup()
+            await self.store.close()
+
+    async def _expire_logs(self) -> None:
+        while True:
+            cutoff = utcnow() - timedelta(seconds=self.config.server.log_retention)
+            for job_id in await self.store.expire_logs(cutoff):
+                self.logs.delete(job_id)
+            await asyncio.sleep(RETENTION_EVERY_S)
+
+
+async def serve(config: Config) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = await Server.build(config)
+    await server.run(stop)
+
+
+async def check(config: Config) -> bool:
+    """Print what each host has (git, bash, slots, labels); False if any host fails."""
+    ok = True
+    for host_config in config.hosts:
+        try:
+            host = make_host(host_config)
+            versions = await host.probe()
+        except Exception as e:  # noqa: BLE001 - every failure is one line for the user
+            print(f"{host_config.name}: FAILED: {e}")
+            ok = False
+            continue
+        print(f"{host.name}: ok; {versions}; slots={host.slots}"
+              f" labels=[{', '.join(sorted(host.labels))}]")
+    return ok

@@ -1,0 +1,581 @@
+"""The store: the single source of truth, and the only module that speaks SQL.
+
+One SQLite file in WAL mode, one connection. Every state change is a guarded
+`UPDATE … WHERE state = ?` committed before anyone acts on it, and the outbox row that
+reports it is written in the same transaction. Triggers are deduplicated by a unique
+`trigger_key`. Nothing here knows about hosts, git or HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import aiosqlite
+
+from .model import Attempt, Build, Event, Job, JobSpec, JobState, build_state, iso, utcnow
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE builds (
+        id INTEGER PRIMARY KEY,
+        repo TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        sha TEXT NOT NULL,
+        event TEXT NOT NULL,
+        pr INTEGER,
+        message TEXT NOT NULL DEFAULT '',
+        author TEXT NOT NULL DEFAULT '',
+        fork INTEGER NOT NULL DEFAULT 0,
+        github TEXT,
+        trigger_key TEXT UNIQUE,
+        pipeline TEXT NOT NULL,
+        error TEXT,
+        state TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT
+    );
+    CREATE INDEX builds_repo_ref ON builds (repo, ref, id);
+    CREATE INDEX builds_state ON builds (state, id);
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        build_id INTEGER NOT NULL REFERENCES builds (id),
+        name TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        state TEXT NOT NULL,
+        host TEXT,
+        slot INTEGER,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        exit_code INTEGER,
+        reason TEXT,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        log_expired INTEGER NOT NULL DEFAULT 0,
+        queued_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT
+    );
+    CREATE INDEX jobs_build ON jobs (build_id);
+    CREATE INDEX jobs_active ON jobs (state) WHERE state IN ('queued', 'running');
+    CREATE INDEX jobs_log_kept ON jobs (finished_at) WHERE log_expired = 0;
+    CREATE TABLE attempts (
+        job_id INTEGER NOT NULL REFERENCES jobs (id),
+        number INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        slot INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        outcome TEXT,
+        reason TEXT,
+        PRIMARY KEY (job_id, number)
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        job_id INTEGER NOT NULL REFERENCES jobs (id),
+        state TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        sent_at TEXT
+    );
+    CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL;
+    CREATE TABLE hosts (name TEXT PRIMARY KEY, drained INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE repos (name TEXT PRIMARY KEY, poll_error TEXT, polled_at TEXT);
+    CREATE TABLE heads (
+        repo TEXT NOT NULL, ref TEXT NOT NULL, sha TEXT NOT NULL, PRIMARY KEY (repo, ref)
+    );
+    """,
+)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What a trigger asks for; `trigger_key` None means "always a new build" (manual)."""
+
+    repo: str
+    ref: str
+    sha: str
+    event: Event
+    trigger_key: str | None
+    pr: int | None = None
+    message: str = ""
+    author: str = ""
+    fork: bool = False
+    github: str | None = None
+
+
+@dataclass
+class Enqueued:
+    build: Build
+    created: bool
+    cancelled: list[int] = field(default_factory=list)  # queued jobs of superseded builds
+    stopping: list[int] = field(default_factory=list)  # running jobs asked to stop
+
+
+@dataclass(frozen=True)
+class ActiveJob:
+    """A queued or running job with what the scheduler needs of its build."""
+
+    job: Job
+    build: Build
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    job: Job
+    build: Build
+    github: str
+    state: JobState
+
+
+@dataclass(frozen=True)
+class RepoStatus:
+    poll_error: str | None
+    polled_at: datetime | None
+
+
+class Store:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        # One connection: a transaction must not interleave with another coroutine's.
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        store = cls(db)
+        try:
+            await store._migrate()
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def _migrate(self) -> None:
+        await self._db.execute("PRAGMA journal_mode = WAL")
+        # NORMAL loses nothing on a process crash, only on power loss (DESIGN cost notes).
+        await self._db.execute("PRAGMA synchronous = NORMAL")
+        await self._db.execute("PRAGMA foreign_keys = ON")
+        await self._db.execute("PRAGMA busy_timeout = 5000")
+        (version,) = await self._one("PRAGMA user_version")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            async with self._tx():
+                for statement in filter(str.strip, script.split(";")):
+                    await self._db.execute(statement)
+                await self._db.execute(f"PRAGMA user_version = {number}")
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[None]:
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        await self._db.execute("COMMIT")
+
+    async def _one(self, sql: str, *args: object) -> sqlite3.Row | None:
+        async with self._db.execute(sql, args) as cur:
+            return await cur.fetchone()  # type: ignore[return-value]
+
+    async def _all(self, sql: str, *args: object) -> list[sqlite3.Row]:
+        async with self._db.execute(sql, args) as cur:
+            return list(await cur.fetchall())  # type: ignore[arg-type]
+
+    # -- builds ---------------------------------------------------------------------
+
+    async def enqueue_build(
+        self, req: BuildRequest, specs: Sequence[JobSpec], supersede: bool,
+        error: str | None = None,
+    ) -> Enqueued:
+        """Insert a build and its queued jobs, unless its trigger_key exists already.
+        A build that could not be planned (`error`) is stored errored, with no jobs.
+
+        With `supersede`, older unfinished builds of the same repo and ref are cancelled
+        in the same transaction: queued jobs at once, running ones marked to be stopped.
+        """
+        now = iso(utcnow())
+        async with self._lock, self._tx():
+            if req.trigger_key is not None:
+                row = await self._one(
+                    "SELECT id FROM builds WHERE trigger_key = ?", req.trigger_key
+                )
+                if row is not None:
+                    return Enqueued(await self._build(row["id"]), created=False)  # type: ignore[arg-type]
+            pipeline = json.dumps([s.to_dict() for s in specs])
+            state = JobState.QUEUED if specs else JobState.ERRORED
+            cur = await self._db.execute(
+                "INSERT INTO builds (repo, ref, sha, event, pr, message, author, fork,"
+                " github, trigger_key, pipeline, error, state, created_at, finished_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (req.repo, req.ref, req.sha, str(req.event), req.pr, req.message,
+                 req.author, int(req.fork), req.github, req.trigger_key, pipeline,
+                 error if specs else error or "the build has no jobs",
+                 str(state), now, None if specs else now),
+            )
+            build_id = cur.lastrowid
+            assert build_id is not None
+            await self._db.executemany(
+                "INSERT INTO jobs (build_id, name, spec, state, queued_at) VALUES (?,?,?,?,?)",
+                [(build_id, s.name, json.dumps(s.to_dict()), "queued", now) for s in specs],
+            )
+            await self._outbox_for(
+                "SELECT id FROM jobs WHERE build_id = ?", build_id, state=JobState.QUEUED
+            )
+            result = Enqueued(build=await self._build(build_id), created=True)  # type: ignore[arg-type]
+            if supersede:
+                # What a person asked for (manual) is never superseded automatically.
+                older = (
+                    "SELECT id FROM builds WHERE repo = ? AND ref = ? AND id < ?"
+                    " AND sha != ? AND event != 'manual'"
+                )
+                result.cancelled, result.stopping = await self._cancel_jobs(
+                    f"build_id IN ({older})", (req.repo, req.ref, build_id, req.sha),
+                    f"superseded by build {build_id}",
+                )
+        return result
+
+    async def cancel_build(self, build_id: int, reason: str) -> tuple[list[int], list[int]]:
+        """Cancel queued jobs now and mark running ones to be stopped; (cancelled, stopping)."""
+        async with self._lock, self._tx():
+            return await self._cancel_jobs("build_id = ?", (build_id,), reason)
+
+    async def cancel_ref(self, repo: str, ref: str, reason: str) -> tuple[list[int], list[int]]:
+        async with self._lock, self._tx():
+            return await self._cancel_jobs(
+                "build_id IN (SELECT id FROM builds WHERE repo = ? AND ref = ?)",
+                (repo, ref), reason,
+            )
+
+    async def _cancel_jobs(
+        self, where: str, args: tuple[object, ...], reason: str
+    ) -> tuple[list[int], list[int]]:
+        now = iso(utcnow())
+        rows = await self._all(
+            f"UPDATE jobs SET state = 'cancelled', reason = ?, finished_at = ?"
+            f" WHERE state = 'queued' AND {where} RETURNING id, build_id",
+            reason, now, *args,
+        )
+        stopping = await self._all(
+            f"UPDATE jobs SET cancel_requested = 1, reason = ?"
+            f" WHERE state = 'running' AND cancel_requested = 0 AND {where} RETURNING id",
+            reason, *args,
+        )
+        await self._outbox_rows([r["id"] for r in rows], JobState.CANCELLED)
+        await self._refresh_builds({r["build_id"] for r in rows})
+        return [r["id"] for r in rows], [r["id"] for r in stopping]
+
+    async def get_build(self, build_id: int) -> Build | None:
+        async with self._lock:
+            return await self._build(build_id)
+
+    async def build_pipeline(self, build_id: int) -> list[JobSpec] | None:
+        async with self._lock:
+            row = await self._one("SELECT pipeline FROM builds WHERE id = ?", build_id)
+        return None if row is None else [JobSpec.from_dict(d) for d in json.loads(row[0])]
+
+    async def list_builds(
+        self,
+        repo: str | None = None,
+        state: str | None = None,
+        ref: str | None = None,
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[Build]:
+        where, args = ["1"], []
+        for column, value in (("repo", repo), ("state", state), ("ref", ref)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if before is not None:
+            where.append("id < ?")
+            args.append(before)
+        async with self._lock:
+            rows = await self._all(
+                f"SELECT * FROM builds WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                *args, limit,
+            )
+            return await self._with_jobs(rows)
+
+    async def _build(self, build_id: int) -> Build | None:
+        row = await self._one("SELECT * FROM builds WHERE id = ?", build_id)
+        if row is None:
+            return None
+        return (await self._with_jobs([row]))[0]
+
+    async def _with_jobs(self, rows: Sequence[sqlite3.Row]) -> list[Build]:
+        builds = {r["id"]: _build_from(r) for r in rows}
+        if builds:
+            marks = ",".join("?" * len(builds))
+            for j in await self._all(
+                f"SELECT * FROM jobs WHERE build_id IN ({marks}) ORDER BY id", *builds
+            ):
+                builds[j["build_id"]].jobs.append(_job_from(j))
+            attempts = await self._all(
+                f"SELECT a.* FROM attempts a JOIN jobs j ON j.id = a.job_id"
+                f" WHERE j.build_id IN ({marks}) ORDER BY a.job_id, a.number", *builds
+            )
+            by_job = {job.id: job for b in builds.values() for job in b.jobs}
+            for a in attempts:
+                by_job[a["job_id"]].attempts.append(_attempt_from(a))
+        return list(builds.values())
+
+    async def _refresh_builds(self, build_ids: Iterable[int]) -> None:
+        """Derive each build's state and times from its jobs (SPEC §3)."""
+        for build_id in build_ids:
+            rows = await self._all(
+                "SELECT state, started_at, finished_at FROM jobs WHERE build_id = ?", build_id
+            )
+            state = build_state(JobState(r["state"]) for r in rows)
+            started = min((r["started_at"] for r in rows if r["started_at"]), default=None)
+            finished = (
+                max((r["finished_at"] or "" for r in rows), default=None)
+                if state.finished else None
+            )
+            await self._db.execute(
+                "UPDATE builds SET state = ?, started_at = ?, finished_at = ? WHERE id = ?",
+                (str(state), started, finished, build_id),
+            )
+
+    # -- jobs -----------------------------------------------------------------------
+
+    async def get_job(self, job_id: int) -> Job | None:
+        async with self._lock:
+            row = await self._one("SELECT * FROM jobs WHERE id = ?", job_id)
+            if row is None:
+                return None
+            job = _job_from(row)
+            job.attempts = [
+                _attempt_from(a)
+                for a in await self._all(
+                    "SELECT * FROM attempts WHERE job_id = ? ORDER BY number", job_id
+                )
+            ]
+            return job
+
+    async def active_jobs(self) -> list[ActiveJob]:
+        """Queued and running jobs, oldest first: what a restart rebuilds its queue from."""
+        async with self._lock:
+            rows = await self._all(
+                "SELECT j.*, b.repo AS b_repo, b.ref AS b_ref, b.sha AS b_sha,"
+                " b.event AS b_event, b.pr AS b_pr, b.fork AS b_fork, b.created_at AS b_created"
+                " FROM jobs j JOIN builds b ON b.id = j.build_id"
+                " WHERE j.state IN ('queued', 'running') ORDER BY j.id"
+            )
+        return [ActiveJob(_job_from(r), _build_head(r)) for r in rows]
+
+    async def claim_job(self, job_id: int, host: str, slot: int) -> ActiveJob | None:
+        """queued → running on (host, slot), counting the attempt now: a crash after this
+        leaves a running job that recovery reattaches or re-queues, never a lost one."""
+        now = iso(utcnow())
+        async with self._lock, self._tx():
+            row = await self._one(
+                "UPDATE jobs SET state = 'running', host = ?, slot = ?, attempt = attempt + 1,"
+                " started_at = ?, reason = NULL WHERE id = ? AND state = 'queued'"
+                " AND cancel_requested = 0 RETURNING *",
+                host, slot, now, job_id,
+            )
+            if row is None:
+                return None
+            await self._db.execute(
+                "INSERT INTO attempts (job_id, number, host, slot, started_at) VALUES (?,?,?,?,?)",
+                (job_id, row["attempt"], host, slot, now),
+            )
+            await self._outbox_rows([job_id], JobState.RUNNING)
+            await self._refresh_builds([row["build_id"]])
+            build = await self._one("SELECT * FROM builds WHERE id = ?", row["build_id"])
+        assert build is not None
+        return ActiveJob(_job_from(row), _build_from(build))
+
+    async def finish_job(
+        self, job_id: int, attempt: int, state: JobState,
+        exit_code: int | None = None, reason: str | None = None,
+    ) -> bool:
+        """running → a final state, only if this attempt is still the job's current one."""
+        assert state.finished
+        now = iso(utcnow())
+        async with self._lock, self._tx():
+            row = await self._one(
+                "UPDATE jobs SET state = ?, exit_code = ?, reason = ?, finished_at = ?"
+                " WHERE id = ? AND state = 'running' AND attempt = ? RETURNING build_id",
+                str(state), exit_code, reason, now, job_id, attempt,
+            )
+            if row is None:
+                return False
+            await self._end_attempt(job_id, attempt, str(state), reason, now)
+            await self._outbox_rows([job_id], state)
+            await self._refresh_builds([row["build_id"]])
+        return True
+
+    async def requeue_job(self, job_id: int, attempt: int, reason: str) -> bool:
+        """running → queued after an infrastructure error; the attempt's story is kept."""
+        now = iso(utcnow())
+        async with self._lock, self._tx():
+            row = await self._one(
+                "UPDATE jobs SET state = 'queued', host = NULL, slot = NULL, reason = ?,"
+                " started_at = NULL WHERE id = ? AND state = 'running' AND attempt = ?"
+                " RETURNING build_id",
+                reason, job_id, attempt,
+            )
+            if row is None:
+                return False
+            await self._end_attempt(job_id, attempt, "requeued", reason, now)
+            await self._outbox_rows([job_id], JobState.QUEUED)
+            await self._refresh_builds([row["build_id"]])
+        return True
+
+    async def _end_attempt(
+        self, job_id: int, attempt: int, outcome: str, reason: str | None, now: str | None
+    ) -> None:
+        await self._db.execute(
+            "UPDATE attempts SET finished_at = ?, outcome = ?, reason = ?"
+            " WHERE job_id = ? AND number = ?",
+            (now, outcome, reason, job_id, attempt),
+        )
+
+    async def cancel_requested(self, job_id: int) -> bool:
+        async with self._lock:
+            row = await self._one("SELECT cancel_requested FROM jobs WHERE id = ?", job_id)
+        return bool(row and row[0])
+
+    async def expire_logs(self, before: datetime) -> list[int]:
+        """Jobs finished before `before` whose logs are to be deleted (each named once)."""
+        async with self._lock:
+            rows = await self._all(
+                "UPDATE jobs SET log_expired = 1 WHERE log_expired = 0"
+                " AND finished_at IS NOT NULL AND finished_at < ? RETURNING id", iso(before)
+            )
+        return [r[0] for r in rows]
+
+    # -- outbox ---------------------------------------------------------------------
+
+    async def _outbox_for(self, select_ids: str, *args: object, state: JobState) -> None:
+        rows = await self._all(select_ids, *args)
+        await self._outbox_rows([r[0] for r in rows], state)
+
+    async def _outbox_rows(self, job_ids: Sequence[int], state: JobState) -> None:
+        """Written in the caller's transaction, so a reported state is a committed one."""
+        if not job_ids:
+            return
+        marks = ",".join("?" * len(job_ids))
+        await self._db.execute(
+            f"INSERT INTO outbox (job_id, state, created_at)"
+            f" SELECT j.id, ?, ? FROM jobs j JOIN builds b ON b.id = j.build_id"
+            f" WHERE j.id IN ({marks}) AND b.github IS NOT NULL",
+            (str(state), iso(utcnow()), *job_ids),
+        )
+
+    async def pending_outbox(self, limit: int = 100) -> list[OutboxItem]:
+        async with self._lock:
+            rows = await self._all(
+                "SELECT o.id AS o_id, o.state AS o_state, j.*, b.github AS b_github,"
+                " b.repo AS b_repo, b.ref AS b_ref, b.sha AS b_sha, b.event AS b_event,"
+                " b.pr AS b_pr, b.fork AS b_fork, b.created_at AS b_created"
+                " FROM outbox o JOIN jobs j ON j.id = o.job_id JOIN builds b ON b.id = j.build_id"
+                " WHERE o.sent_at IS NULL ORDER BY o.id LIMIT ?",
+                limit,
+            )
+        return [
+            OutboxItem(r["o_id"], _job_from(r), _build_head(r), r["b_github"], JobState(r["o_state"]))
+            for r in rows
+        ]
+
+    async def mark_sent(self, outbox_id: int) -> None:
+        async with self._lock:
+            await self._db.execute(
+                "UPDATE outbox SET sent_at = ? WHERE id = ?", (iso(utcnow()), outbox_id)
+            )
+
+    # -- hosts and repos ------------------------------------------------------------
+
+    async def set_drained(self, host: str, drained: bool) -> None:
+        async with self._lock:
+            await self._db.execute(
+                "INSERT INTO hosts (name, drained) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET drained = excluded.drained",
+                (host, int(drained)),
+            )
+
+    async def drained_hosts(self) -> set[str]:
+        async with self._lock:
+            return {r[0] for r in await self._all("SELECT name FROM hosts WHERE drained = 1")}
+
+    async def heads(self, repo: str) -> dict[str, str]:
+        async with self._lock:
+            rows = await self._all("SELECT ref, sha FROM heads WHERE repo = ?", repo)
+        return {r["ref"]: r["sha"] for r in rows}
+
+    async def set_heads(self, repo: str, heads: dict[str, str]) -> None:
+        async with self._lock, self._tx():
+            await self._db.execute("DELETE FROM heads WHERE repo = ?", (repo,))
+            await self._db.executemany(
+                "INSERT INTO heads (repo, ref, sha) VALUES (?,?,?)",
+                [(repo, ref, sha) for ref, sha in heads.items()],
+            )
+
+    async def set_poll_result(self, repo: str, error: str | None) -> None:
+        async with self._lock:
+            await self._db.execute(
+                "INSERT INTO repos (name, poll_error, polled_at) VALUES (?,?,?)"
+                " ON CONFLICT (name) DO UPDATE SET poll_error = excluded.poll_error,"
+                " polled_at = excluded.polled_at",
+                (repo, error, iso(utcnow())),
+            )
+
+    async def repo_status(self, repo: str) -> RepoStatus:
+        async with self._lock:
+            row = await self._one("SELECT poll_error, polled_at FROM repos WHERE name = ?", repo)
+        if row is None:
+            return RepoStatus(None, None)
+        return RepoStatus(row["poll_error"], _time(row["polled_at"]))
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _build_from(r: sqlite3.Row) -> Build:
+    return Build(
+        id=r["id"], repo=r["repo"], ref=r["ref"], sha=r["sha"], event=Event(r["event"]),
+        state=JobState(r["state"]), created_at=datetime.fromisoformat(r["created_at"]),
+        pr=r["pr"], message=r["message"], author=r["author"], fork=bool(r["fork"]),
+        error=r["error"], started_at=_time(r["started_at"]), finished_at=_time(r["finished_at"]),
+    )
+
+
+def _build_head(r: sqlite3.Row) -> Build:
+    """The build columns that active_jobs and the outbox select beside a job row."""
+    return Build(
+        id=r["build_id"], repo=r["b_repo"], ref=r["b_ref"], sha=r["b_sha"],
+        event=Event(r["b_event"]), state=JobState.RUNNING,
+        created_at=datetime.fromisoformat(r["b_created"]), pr=r["b_pr"], fork=bool(r["b_fork"]),
+    )
+
+
+def _job_from(r: sqlite3.Row) -> Job:
+    return Job(
+        id=r["id"], build_id=r["build_id"], name=r["name"], state=JobState(r["state"]),
+        spec=JobSpec.from_dict(json.loads(r["spec"])), host=r["host"], slot=r["slot"],
+        attempt=r["attempt"], exit_code=r["exit_code"], reason=r["reason"],
+        cancel_requested=bool(r["cancel_requested"]),
+        queued_at=_time(r["queued_at"]), started_at=_time(r["started_at"]),
+        finished_at=_time(r["finished_at"]),
+    )
+
+
+def _attempt_from(a: sqlite3.Row) -> Attempt:
+    return Attempt(
+        number=a["number"], host=a["host"], slot=a["slot"],
+        started_at=datetime.fromisoformat(a["started_at"]),
+        finished_at=_time(a["finished_at"]), outcome=a["outcome"], reason=a["reason"],
+    )

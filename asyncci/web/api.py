@@ -1,0 +1,330 @@
+"""The JSON API of SPEC §7: builds, jobs, logs, the queue and hosts.
+
+Handlers ask the store, the log files and the scheduler; they never run git or SSH.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ..model import Build, Job, JobState, iso, utcnow
+from ..planner import PlanError
+from .auth import require_token
+from .keys import CONFIG, LOGS, PLANNER, POKE, SCHEDULER, STORE
+
+routes = web.RouteTableDef()
+SSE_KEEPALIVE_S = 15.0
+
+
+def error(status: type[web.HTTPError], message: str) -> web.HTTPError:
+    return status(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def job_json(request: web.Request, build: Build, job: Job) -> dict[str, Any]:
+    shell = None
+    if job.state in (JobState.FAILED, JobState.ERRORED):
+        shell = request.app[SCHEDULER].shell_command(build, job)
+    return {
+        "id": job.id, "build_id": job.build_id, "name": job.name, "state": job.state,
+        "host": job.host, "slot": job.slot, "attempt": job.attempt,
+        "exit_code": job.exit_code, "reason": job.reason,
+        "queued_at": iso(job.queued_at), "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at), "labels": list(job.spec.labels),
+        "shell": shell,
+        "attempts": [
+            {"number": a.number, "host": a.host, "slot": a.slot, "started_at": iso(a.started_at),
+             "finished_at": iso(a.finished_at), "outcome": a.outcome, "reason": a.reason}
+            for a in job.attempts
+        ],
+    }
+
+
+def build_json(request: web.Request, build: Build) -> dict[str, Any]:
+    public_url = request.app[CONFIG].server.public_url.rstrip("/")
+    return {
+        "id": build.id, "repo": build.repo, "ref": build.ref, "branch": build.branch,
+        "sha": build.sha, "event": build.event, "pr": build.pr, "message": build.message,
+        "author": build.author, "state": build.state, "error": build.error,
+        "created_at": iso(build.created_at), "started_at": iso(build.started_at),
+        "finished_at": iso(build.finished_at), "url": f"{public_url}/builds/{build.id}",
+        "jobs": [job_json(request, build, job) for job in build.jobs],
+    }
+
+
+def _int(request: web.Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise error(web.HTTPBadRequest, f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise error(web.HTTPBadRequest, f"{name} must be between {lo} and {hi}")
+    return value
+
+
+async def _build(request: web.Request) -> Build:
+    build_id = _int_path(request, "id")
+    build = await request.app[STORE].get_build(build_id)
+    if build is None:
+        raise error(web.HTTPNotFound, f"no build {build_id}")
+    return build
+
+
+async def _job(request: web.Request) -> Job:
+    job_id = _int_path(request, "id")
+    job = await request.app[STORE].get_job(job_id)
+    if job is None:
+        raise error(web.HTTPNotFound, f"no job {job_id}")
+    return job
+
+
+def _int_path(request: web.Request, name: str) -> int:
+    raw = request.match_info[name]
+    if not raw.isdigit() or len(raw) > 18:
+        raise error(web.HTTPNotFound, f"no such id {raw!r}")
+    return int(raw)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise error(web.HTTPBadRequest, "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise error(web.HTTPBadRequest, "the body must be a JSON object")
+    return body
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+@routes.get("/api/builds")
+async def list_builds(request: web.Request) -> web.Response:
+    state = request.query.get("state") or None
+    if state is not None and state not in set(JobState):
+        raise error(web.HTTPBadRequest, f"unknown state {state!r}")
+    ref = request.query.get("ref") or None
+    if ref is not None and not ref.startswith("refs/"):
+        ref = f"refs/heads/{ref}"
+    builds = await request.app[STORE].list_builds(
+        repo=request.query.get("repo") or None, state=state, ref=ref,
+        limit=_int(request, "limit", 50, 1, 500) or 50,
+        before=_int(request, "before", None, 0, 2**62),
+    )
+    return web.json_response({"builds": [build_json(request, b) for b in builds]})
+
+
+@routes.get("/api/builds/{id}")
+async def get_build(request: web.Request) -> web.Response:
+    return web.json_response(build_json(request, await _build(request)))
+
+
+@routes.post("/api/builds/{id}/cancel")
+async def cancel_build(request: web.Request) -> web.Response:
+    require_token(request)
+    build = await _build(request)
+    await request.app[SCHEDULER].cancel_build(build.id)
+    return web.json_response(build_json(request, await _build(request)))
+
+
+@routes.post("/api/builds/{id}/rebuild")
+async def rebuild(request: web.Request) -> web.Response:
+    require_token(request)
+    try:
+        build = await request.app[PLANNER].rebuild(await _build(request))
+    except PlanError as e:
+        raise error(web.HTTPUnprocessableEntity, str(e)) from None
+    return web.json_response(build_json(request, build), status=201)
+
+
+@routes.post("/api/repos/{repo}/builds")
+async def create_build(request: web.Request) -> web.Response:
+    require_token(request)
+    repo = request.app[CONFIG].repo(request.match_info["repo"])
+    if repo is None:
+        raise error(web.HTTPNotFound, f"no repo {request.match_info['repo']!r}")
+    body = await _json_body(request)
+    ref, sha = body.get("ref"), body.get("sha")
+    for name, value in (("ref", ref), ("sha", sha)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise error(web.HTTPBadRequest, f"{name} must be a non-empty string")
+    try:
+        build = await request.app[PLANNER].manual(repo, ref, sha)
+    except PlanError as e:
+        raise error(web.HTTPUnprocessableEntity, str(e)) from None
+    return web.json_response(build_json(request, build), status=201)
+
+
+@routes.get("/api/jobs/{id}")
+async def get_job(request: web.Request) -> web.Response:
+    job = await _job(request)
+    build = await request.app[STORE].get_build(job.build_id)
+    assert build is not None
+    return web.json_response(job_json(request, build, job))
+
+
+@routes.get("/api/jobs/{id}/log")
+async def job_log(request: web.Request) -> web.Response:
+    job = await _job(request)
+    offset = _int(request, "offset", 0, 0, 2**62) or 0
+    data = request.app[LOGS].read(job.id, offset)
+    headers = {"X-Log-Offset": str(offset + len(data))}
+    if job.state.finished and offset + len(data) >= request.app[LOGS].size(job.id):
+        headers["X-Log-Complete"] = "1"
+    return web.Response(body=data, content_type="text/plain", charset="utf-8", headers=headers)
+
+
+@routes.get("/api/jobs/{id}/log/stream")
+async def job_log_stream(request: web.Request) -> web.StreamResponse:
+    """SSE: `log` events whose id is the byte offset after them, then one `state` event."""
+    job = await _job(request)
+    logs, store = request.app[LOGS], request.app[STORE]
+    try:
+        offset = int(request.headers.get("Last-Event-ID") or request.query.get("offset") or 0)
+    except ValueError:
+        raise error(web.HTTPBadRequest, "offset must be an integer") from None
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+    })
+    await response.prepare(request)
+    while True:
+        data = logs.read(job.id, offset)
+        if data:
+            data = data[: _utf8_boundary(data)] or data
+            offset += len(data)
+            await response.write(_sse("log", data.decode(errors="replace"), offset))
+            continue
+        current = await store.get_job(job.id)
+        if current is not None and current.state.finished and offset >= logs.size(job.id):
+            build = await store.get_build(job.build_id)
+            assert build is not None
+            state = json.dumps(job_json(request, build, current))
+            await response.write(_sse("state", state, None))
+            break
+        if not await _wait(logs, job.id, offset):
+            await response.write(b": keepalive\n\n")
+    return response
+
+
+async def _wait(logs: Any, job_id: int, offset: int) -> bool:
+    await logs.wait(job_id, offset, SSE_KEEPALIVE_S)
+    return bool(logs.size(job_id) > offset or logs.is_closed(job_id))
+
+
+def _utf8_boundary(data: bytes) -> int:
+    """Where the last complete UTF-8 character of `data` ends, so no event splits one."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return len(data)
+        if byte >= 0xC0:  # a lead byte: complete if its sequence fits
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(data) if back >= need else len(data) - back
+    return len(data)
+
+
+def _sse(event: str, text: str, event_id: int | None) -> bytes:
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    head = f"event: {event}\n" + (f"id: {event_id}\n" if event_id is not None else "")
+    return (head + "".join(f"data: {line}\n" for line in lines) + "\n").encode()
+
+
+@routes.get("/api/queue")
+async def queue(request: web.Request) -> web.Response:
+    waiting = request.app[SCHEDULER].waiting()
+    active = {a.job.id: a for a in await request.app[STORE].active_jobs()}
+    now = utcnow()
+    jobs = []
+    for w in waiting:
+        found = active.get(w.job.job_id)
+        if found is None:
+            continue
+        queued_at = found.job.queued_at or now
+        jobs.append({
+            **job_json(request, found.build, found.job),
+            "repo": found.build.repo, "ref": found.build.ref, "sha": found.build.sha,
+            "event": found.build.event, "position": w.position, "reason": w.reason,
+            "waited_s": round((now - queued_at).total_seconds(), 3),
+        })
+    return web.json_response({"jobs": jobs})
+
+
+def host_json(request: web.Request, name: str) -> dict[str, Any]:
+    scheduler = request.app[SCHEDULER]
+    host = scheduler.hosts.get(name)
+    if host is None:
+        raise error(web.HTTPNotFound, f"no host {name!r}")
+    return {
+        "name": host.name, "state": scheduler.host_state(host), "slots": host.slots,
+        "busy": scheduler.busy(host), "labels": sorted(host.labels),
+        "last_error": host.last_error, "latency_ms": host.latency_ms,
+    }
+
+
+@routes.get("/api/hosts")
+async def hosts(request: web.Request) -> web.Response:
+    names = request.app[SCHEDULER].hosts
+    return web.json_response({"hosts": [host_json(request, n) for n in names]})
+
+
+@routes.post("/api/hosts/{name}/drain")
+async def drain(request: web.Request) -> web.Response:
+    return await _set_drained(request, True)
+
+
+@routes.post("/api/hosts/{name}/resume")
+async def resume(request: web.Request) -> web.Response:
+    return await _set_drained(request, False)
+
+
+async def _set_drained(request: web.Request, drained: bool) -> web.Response:
+    require_token(request)
+    name = request.match_info["name"]
+    host_json(request, name)  # 404 before changing anything
+    await request.app[SCHEDULER].drain(name, drained)
+    return web.json_response(host_json(request, name))
+
+
+@routes.post("/hooks/poke/{repo}")
+async def poke(request: web.Request) -> web.Response:
+    require_token(request)
+    name = request.match_info["repo"]
+    if request.app[CONFIG].repo(name) is None:
+        raise error(web.HTTPNotFound, f"no repo {name!r}")
+    request.app[POKE](name)
+    return web.json_response({"poked": name}, status=202)
+
+
+def repo_json(request: web.Request, name: str, status: Any) -> dict[str, Any]:
+    repo = request.app[CONFIG].repo(name)
+    assert repo is not None
+    return {
+        "name": repo.name, "branches": list(repo.branches), "github": repo.github,
+        "poll": repo.poll, "poll_error": status.poll_error, "polled_at": iso(status.polled_at),
+    }
+
+
+@routes.get("/api/repos")
+async def repos(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    return web.json_response({"repos": [
+        repo_json(request, r.name, await store.repo_status(r.name))
+        for r in request.app[CONFIG].repos
+    ]})
+
+
+@routes.get("/api/repos/{repo}")
+async def repo(request: web.Request) -> web.Response:
+    name = request.match_info["repo"]
+    if request.app[CONFIG].repo(name) is None:
+        raise error(web.HTTPNotFound, f"no repo {name!r}")
+    status = await request.app[STORE].repo_status(name)
+    return web.json_response(repo_json(request, name, status))

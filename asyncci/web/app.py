@@ -1,0 +1,49 @@
+"""The aiohttp application: routes, the read-access rule and JSON errors for the API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from ..config import Config
+from ..logs import Logs
+from ..planner import Planner
+from ..scheduler import Scheduler
+from ..store import Store
+from . import api
+from .auth import may_read
+from .keys import CONFIG, LOGS, PLANNER, POKE, SCHEDULER, STORE
+
+# GitHub's own cap on webhook deliveries (SPEC §6); larger bodies are answered 413.
+MAX_BODY = 25 * 1024 * 1024
+ALWAYS_OPEN = ("/healthz", "/hooks/", "/login", "/static/")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With `web.public = false` only the token opens anything but the always-open paths."""
+    if not request.path.startswith(ALWAYS_OPEN) and not may_read(request):
+        raise web.HTTPUnauthorized(
+            text=json.dumps({"error": "this server is private: a token is required"}),
+            content_type="application/json", headers={"WWW-Authenticate": "Bearer"},
+        )
+    return await handler(request)
+
+
+def create_app(
+    config: Config, store: Store, scheduler: Scheduler, planner: Planner, logs: Logs,
+    poke: Callable[[str], None],
+) -> web.Application:
+    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app[CONFIG] = config
+    app[STORE] = store
+    app[SCHEDULER] = scheduler
+    app[PLANNER] = planner
+    app[LOGS] = logs
+    app[POKE] = poke
+    app.add_routes(api.routes)
+    return app

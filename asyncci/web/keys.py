@@ -1,0 +1,21 @@
+"""The typed keys that carry asyncci's services into aiohttp handlers; nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from ..config import Config
+from ..logs import Logs
+from ..planner import Planner
+from ..scheduler import Scheduler
+from ..store import Store
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", Store)
+SCHEDULER = web.AppKey("scheduler", Scheduler)
+PLANNER = web.AppKey("planner", Planner)
+LOGS = web.AppKey("logs", Logs)
+# Polls a repo now; the web layer may not reach the pollers themselves.
+POKE = web.AppKey("poke", Callable[[str], None])

@@ -1,0 +1,35 @@
+"""Shared fixtures: a real git repo and a config that builds it on a local host."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.config import make_config
+from tests.support.gitrepo import GitRepo
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> GitRepo:
+    git = GitRepo(tmp_path / "upstream")
+    git.commit("first commit")
+    return git
+
+
+@pytest.fixture
+def config_for(tmp_path: Path, repo: GitRepo) -> Callable[..., Path]:
+    """make_config for `repo` (named "demo"), with a local host of 2 slots by default."""
+
+    def make(script: str = "echo ok", hosts: list[dict[str, Any]] | None = None,
+             **repo_keys: Any) -> Path:
+        hosts = hosts if hosts is not None else [
+            {"name": "local", "type": "local", "slots": 2, "workdir": str(tmp_path / "work")}]
+        return make_config(
+            tmp_path, [{"name": "demo", "url": str(repo.path), "script": script, **repo_keys}],
+            hosts=hosts,
+        )
+
+    return make

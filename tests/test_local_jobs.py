@@ -1,0 +1,95 @@
+"""A commit built on a local host, end to end through the real server and API."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.gitrepo import GitRepo
+from tests.support.server import api_for, running_server
+from tests.support.wait import until
+
+ENV_SCRIPT = "env | sort; echo secret is $MY_SECRET"
+
+
+def processes_with(marker: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
+
+
+async def test_commit_passes_with_the_spec_environment(
+    config_for: Callable[..., Path], repo: GitRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_TOKEN", "server-side-only-token")
+    monkeypatch.setenv("DEMO_SECRET", "hunter2-the-secret")
+    config = config_for(ENV_SCRIPT, env={"FROM_REPO": "yes"},
+                        secrets={"MY_SECRET": {"env": "DEMO_SECRET"}})
+    async with running_server(config) as server, api_for(server) as api:
+        status, build = await api.call("POST", "/api/repos/demo/builds", {"ref": "main"})
+        assert status == 201, build
+        assert (build["sha"], build["ref"], build["branch"]) == (repo.head(), "refs/heads/main", "main")
+        done = await api.build(build["id"])
+        assert done["state"] == "passed", done
+        job = done["jobs"][0]
+        assert (job["exit_code"], job["attempt"], job["host"]) == (0, 1, "local")
+        log = (await api.call("GET", f"/api/jobs/{job['id']}/log"))[1].decode()
+    env = dict(line.split("=", 1) for line in log.splitlines() if "=" in line and not line.startswith("["))
+    assert env["CI"] == env["ASYNCCI"] == "true"
+    assert env["ASYNCCI_BUILD_ID"] == str(build["id"])
+    assert env["ASYNCCI_JOB_ID"] == str(job["id"])
+    assert env["ASYNCCI_REPO"] == "demo" and env["ASYNCCI_SHA"] == repo.head()
+    assert env["ASYNCCI_REF"] == "refs/heads/main" and env["ASYNCCI_BRANCH"] == "main"
+    assert env["ASYNCCI_PR"] == "" and env["ASYNCCI_EVENT"] == "manual"
+    assert env["ASYNCCI_HOST"] == "local" and env["ASYNCCI_SLOT"] in ("0", "1")
+    assert env["ASYNCCI_ATTEMPT"] == "1" and env["TERM"] == "dumb" and env["FROM_REPO"] == "yes"
+    assert "GITHUB_TOKEN" not in env and "ASYNCCI_TEST_TOKEN" not in env
+    assert "hunter2-the-secret" not in log and "secret is ***" in log
+    assert Path(env["PWD"]).name == env["ASYNCCI_SLOT"]
+
+
+async def test_failing_script_fails_with_its_exit_code(config_for: Callable[..., Path]) -> None:
+    async with running_server(config_for("echo about to fail; exit 7")) as server, \
+            api_for(server) as api:
+        build = (await api.call("POST", "/api/repos/demo/builds", {}))[1]
+        done = await api.build(build["id"])
+    job = done["jobs"][0]
+    assert (done["state"], job["state"], job["exit_code"]) == ("failed", "failed", 7)
+    assert job["attempt"] == 1  # a failure is never retried
+    assert job["shell"] and "exec bash" in job["shell"]
+
+
+async def test_timeout_kills_the_whole_process_group(
+    config_for: Callable[..., Path], tmp_path: Path
+) -> None:
+    marker = f"asyncci-timeout-marker-{os.getpid()}"
+    script = (f"bash -c 'sleep 300; : {marker}' &\n"
+              f"bash -c 'trap \"\" TERM; sleep 301; : {marker}' &\nwait")
+    async with running_server(config_for(script, timeout="1s")) as server, \
+            api_for(server) as api:
+        build = (await api.call("POST", "/api/repos/demo/builds", {}))[1]
+        await until(lambda: processes_with(marker), 10, "the job's processes")
+        done = await api.build(build["id"], timeout=40)
+    job = done["jobs"][0]
+    assert (job["state"], job["reason"]) == ("failed", "timed out after 1s")
+    assert processes_with(marker) == []  # even the one ignoring SIGTERM got SIGKILL
+
+
+async def test_cancel_stops_a_running_job(config_for: Callable[..., Path]) -> None:
+    marker = f"asyncci-cancel-marker-{os.getpid()}"
+    async with running_server(config_for(f"echo started; bash -c 'sleep 300; : {marker}'")) as server, \
+            api_for(server) as api:
+        build = (await api.call("POST", "/api/repos/demo/builds", {}))[1]
+        await until(lambda: processes_with(marker), 10, "the job to run")
+        status, answer = await api.call("POST", f"/api/builds/{build['id']}/cancel")
+        assert status == 200, answer
+        done = await api.build(build["id"], timeout=20)
+        assert done["state"] == "cancelled"
+        assert done["jobs"][0]["reason"] == "cancelled by a user"
+        assert processes_with(marker) == []
+        log = (await api.call("GET", f"/api/jobs/{done['jobs'][0]['id']}/log"))[1]
+        assert b"started" in log
+

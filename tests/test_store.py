@@ -1,0 +1,136 @@
+"""The store: migrations, idempotent enqueue, guarded transitions, outbox, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from asyncci.model import Event, JobSpec, JobState
+from asyncci.store import MIGRATIONS, BuildRequest, Store
+
+SHA = "a" * 40
+SPEC = JobSpec(name="build", script="true")
+
+
+def request(sha: str = SHA, key: str | None = "k1", github: str | None = None,
+            ref: str = "refs/heads/main", event: Event = Event.POLL) -> BuildRequest:
+    return BuildRequest(repo="r", ref=ref, sha=sha, event=event, trigger_key=key,
+                        github=github)
+
+
+async def test_migrates_an_empty_file_and_reopens(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "asyncci.db"
+    store = await Store.open(path)
+    await store.close()
+    store = await Store.open(path)  # a second open applies nothing twice
+    await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"builds", "jobs", "attempts", "outbox", "hosts", "heads"} <= tables
+
+
+async def test_concurrent_identical_requests_make_one_build(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db")
+    try:
+        results = await asyncio.gather(
+            *(store.enqueue_build(request(), [SPEC], supersede=True) for _ in range(20))
+        )
+        assert sum(r.created for r in results) == 1
+        assert len({r.build.id for r in results}) == 1
+        assert len(await store.list_builds()) == 1
+        manual = await asyncio.gather(
+            *(store.enqueue_build(request(key=None, event=Event.MANUAL), [SPEC], False)
+              for _ in range(3))
+        )
+        assert all(r.created for r in manual)  # manual builds are always new
+    finally:
+        await store.close()
+
+
+async def test_transitions_are_guarded_by_state_and_attempt(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db")
+    try:
+        build = (await store.enqueue_build(request(github="o/r"), [SPEC], False)).build
+        job_id = build.jobs[0].id
+        claim = await store.claim_job(job_id, "h", 0)
+        assert claim is not None and claim.job.attempt == 1
+        assert await store.claim_job(job_id, "h", 1) is None  # already running
+        assert not await store.finish_job(job_id, 2, JobState.PASSED)  # wrong attempt
+        assert await store.requeue_job(job_id, 1, "host lost")
+        again = await store.claim_job(job_id, "h", 1)
+        assert again is not None and again.job.attempt == 2
+        assert not await store.finish_job(job_id, 1, JobState.PASSED)  # a stale attempt
+        assert await store.finish_job(job_id, 2, JobState.FAILED, 3, "exit code 3")
+        assert not await store.finish_job(job_id, 2, JobState.PASSED)  # final is final
+        done = await store.get_build(build.id)
+        assert done is not None and done.state is JobState.FAILED
+        assert done.finished_at is not None
+        job = done.jobs[0]
+        assert (job.exit_code, job.attempt) == (3, 2)
+        assert [(a.number, a.outcome, a.reason) for a in job.attempts] == [
+            (1, "requeued", "host lost"), (2, "failed", "exit code 3")]
+        sent = [i.state for i in await store.pending_outbox()]
+        assert sent == [JobState.QUEUED, JobState.RUNNING, JobState.QUEUED,
+                        JobState.RUNNING, JobState.FAILED]
+    finally:
+        await store.close()
+
+
+async def test_no_outbox_rows_without_a_github_repo(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db")
+    try:
+        build = (await store.enqueue_build(request(), [SPEC], False)).build
+        await store.claim_job(build.jobs[0].id, "h", 0)
+        assert await store.pending_outbox() == []
+    finally:
+        await store.close()
+
+
+async def test_supersede_cancels_queued_and_marks_running(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db")
+    try:
+        first = (await store.enqueue_build(request("1" * 40, "k1"), [SPEC, SPEC], True)).build
+        await store.claim_job(first.jobs[0].id, "h", 0)
+        manual = (await store.enqueue_build(
+            request("1" * 40, None, event=Event.MANUAL), [SPEC], True)).build
+        second = await store.enqueue_build(request("2" * 40, "k2"), [SPEC], True)
+        assert second.cancelled == [first.jobs[1].id]
+        assert second.stopping == [first.jobs[0].id]
+        assert await store.cancel_requested(first.jobs[0].id)
+        kept = await store.get_build(manual.id)
+        assert kept is not None and kept.state is JobState.QUEUED  # manual is never superseded
+        other = await store.enqueue_build(request("3" * 40, "k3", ref="refs/heads/x"), [SPEC], True)
+        assert other.cancelled == [] and other.stopping == []  # another ref: untouched
+    finally:
+        await store.close()
+
+
+async def test_active_jobs_and_drain_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    store = await Store.open(path)
+    build = (await store.enqueue_build(request(), [SPEC, SPEC], False)).build
+    await store.claim_job(build.jobs[0].id, "h", 3)
+    await store.set_drained("h", True)
+    await store.close()
+    store = await Store.open(path)
+    try:
+        active = await store.active_jobs()
+        assert [(a.job.state, a.job.host, a.job.slot) for a in active] == [
+            (JobState.RUNNING, "h", 3), (JobState.QUEUED, None, None)]
+        assert await store.drained_hosts() == {"h"}
+    finally:
+        await store.close()
+
+
+async def test_errored_build_without_jobs_keeps_its_reason(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db")
+    try:
+        result = await store.enqueue_build(request(), [], False, error="bad pipeline")
+        assert result.build.state is JobState.ERRORED
+        assert result.build.error == "bad pipeline"
+        assert result.build.finished_at is not None
+    finally:
+        await store.close()
