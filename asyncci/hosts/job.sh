@@ -10,7 +10,8 @@
 # killed) or `asyncci-error MESSAGE` (the job could not be started).
 set -u
 umask 077
-mkdir -p -- "$AC_WORKDIR" && cd -- "$AC_WORKDIR" || { echo "asyncci-error workdir $AC_WORKDIR unusable" >&2; exit 3; }
+cd -- "$AC_WORKDIR" 2>/dev/null || { mkdir -p -- "$AC_WORKDIR" && cd -- "$AC_WORKDIR"; } ||
+	{ echo "asyncci-error workdir $AC_WORKDIR unusable" >&2; exit 3; }
 jobdir="$PWD/jobs/$AC_JOB"
 
 fail() {
@@ -33,25 +34,28 @@ fetch() {
 
 checkout() {
 	local mirror="$PWD/mirrors/$AC_REPO.git" ws="$1"
-	mkdir -p mirrors "$ws" || return
-	(flock 9 && fetch "$mirror") 9>"$mirror.lock" || return
-	[ -d "$ws/.git" ] || git init -q -- "$ws" || return
-	echo "$mirror/objects" >"$ws/.git/objects/info/alternates"
-	git -C "$ws" checkout -q -f --detach "$AC_SHA" -- && git -C "$ws" clean -q -ffdx
+	if [ ! -d "$ws/.git" ]; then
+		git init -q -- "$ws" && echo "$mirror/objects" >"$ws/.git/objects/info/alternates" || return
+	fi
+	# Usually the commit is there already: try before taking the mirror's lock.
+	if ! git -C "$ws" checkout -q -f --detach "$AC_SHA" -- 2>/dev/null; then
+		(flock 9 && fetch "$mirror") 9>"$mirror.lock" || return
+		git -C "$ws" checkout -q -f --detach "$AC_SHA" -- || return
+	fi
+	git -C "$ws" clean -q -ffdx
 }
 
 forget_old_jobs() {
 	# A job directory outlives its job only so the server can finish reading its log.
-	local dir
-	for dir in jobs/*/job.exit; do
-		[ -e "$dir" ] && [ -n "$(find "$dir" -mmin +1440)" ] && rm -rf -- "${dir%/job.exit}"
-	done
+	find jobs -mindepth 2 -maxdepth 2 -name job.exit -mmin +1440 -printf '%h\0' 2>/dev/null |
+		xargs -0 -r rm -rf --
 }
 
 start() {
 	local ws="$PWD/ws/$AC_REPO/$AC_SLOT"
-	forget_old_jobs 2>/dev/null
-	rm -rf -- "$jobdir" && mkdir -p -- "$jobdir" || fail "cannot create $jobdir"
+	((RANDOM % 64)) || forget_old_jobs
+	[ ! -e "$jobdir" ] || rm -rf -- "$jobdir"
+	mkdir -p -- "$jobdir" mirrors "$ws" || fail "cannot create $jobdir"
 	checkout "$ws" >"$jobdir/checkout.log" 2>&1 || fail "checkout of $AC_SHA failed: $(tail -c 1500 "$jobdir/checkout.log" | tr '\n' ' ')"
 	printf '%s' "$AC_ENV" >"$jobdir/env"
 	printf '%s' "$AC_SCRIPT" >"$jobdir/script"
@@ -61,7 +65,6 @@ start() {
 	# What the script leaves running in its group is stopped before the job counts as
 	# ended, so the slot's next job never meets it.
 	AC_DIR="$jobdir" AC_WS="$ws" AC_GRACE="$AC_GRACE" setsid bash -c '
-		echo $$ >"$AC_DIR/sup.pid"
 		cd -- "$AC_WS" || exit
 		env -i PATH="$PATH" HOME="$HOME" USER="${USER:-$(id -un)}" LANG="${LANG:-C.UTF-8}" \
 			SHELL="${SHELL:-/bin/bash}" TERM=dumb \
@@ -76,26 +79,25 @@ start() {
 			while kill -0 -- "-$pgid" 2>/dev/null && [ $n -lt $((AC_GRACE * 10)) ]; do sleep 0.1; n=$((n + 1)); done
 			kill -KILL -- "-$pgid" 2>/dev/null
 		fi
-		echo $status >"$AC_DIR/job.exit.tmp" && mv -f -- "$AC_DIR/job.exit.tmp" "$AC_DIR/job.exit"
+		echo $status >"$AC_DIR/job.exit"
 	' </dev/null >/dev/null 2>&1 &
+	# Not a process group leader, setsid(1) does not fork: $! is the supervisor.
+	echo $! >"$jobdir/sup.pid"
 	stream
 }
 
 stream() {
-	local sup n=0
-	while [ ! -s "$jobdir/sup.pid" ] && [ "$AC_MODE" = start ] && [ $n -lt 500 ]; do
-		sleep 0.01
-		n=$((n + 1))
-	done
+	local sup status
 	[ -s "$jobdir/sup.pid" ] || { echo asyncci-lost >&2; exit 0; }
-	sup=$(cat -- "$jobdir/sup.pid")
+	read -r sup <"$jobdir/sup.pid"
 	if kill -0 "$sup" 2>/dev/null; then
-		tail -c "+$((AC_OFFSET + 1))" -s 0.05 -F --pid="$sup" -- "$jobdir/job.log" 2>/dev/null
+		tail -c "+$((AC_OFFSET + 1))" -s 0.02 -F --pid="$sup" -- "$jobdir/job.log" 2>/dev/null
 	else
 		tail -c "+$((AC_OFFSET + 1))" -- "$jobdir/job.log" 2>/dev/null
 	fi
 	if [ -s "$jobdir/job.exit" ]; then
-		printf 'asyncci-exit %s\n' "$(cat -- "$jobdir/job.exit")" >&2
+		read -r status <"$jobdir/job.exit"
+		printf 'asyncci-exit %s\n' "$status" >&2
 	else
 		echo asyncci-lost >&2
 	fi
@@ -104,7 +106,7 @@ stream() {
 kill_job() {
 	local pid
 	[ -s "$jobdir/job.pid" ] || exit 0
-	pid=$(cat -- "$jobdir/job.pid")
+	read -r pid <"$jobdir/job.pid"
 	kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || exit 0
 	# The SIGKILL comes from a process of its own: nobody waits for the grace period, and
 	# it happens even if the connection or the server goes away meanwhile.
