@@ -54,6 +54,7 @@ forget_old_jobs() {
 start() {
 	local ws="$PWD/ws/$AC_REPO/$AC_SLOT"
 	((RANDOM % 64)) || forget_old_jobs
+	[ ! -e "$jobdir/cancel" ] || fail "cancelled before it started"
 	[ ! -e "$jobdir" ] || rm -rf -- "$jobdir"
 	mkdir -p -- "$jobdir" mirrors "$ws" || fail "cannot create $jobdir"
 	checkout "$ws" >"$jobdir/checkout.log" 2>&1 || fail "checkout of $AC_SHA failed: $(tail -c 1500 "$jobdir/checkout.log" | tr '\n' ' ')"
@@ -72,6 +73,8 @@ start() {
 			</dev/null >"$AC_DIR/job.log" 2>&1 &
 		pgid=$!
 		echo $pgid >"$AC_DIR/job.pid"
+		# A kill that came before job.pid existed left this mark (see kill_job).
+		[ ! -e "$AC_DIR/cancel" ] || kill -TERM -- "-$pgid" 2>/dev/null || kill -TERM "$pgid"
 		wait $pgid
 		status=$?
 		if kill -TERM -- "-$pgid" 2>/dev/null; then
@@ -105,6 +108,9 @@ stream() {
 
 kill_job() {
 	local pid
+	# Mark first, then look for the pid: the supervisor writes the pid, then looks for the
+	# mark, so one of the two always sees the other, however they interleave.
+	mkdir -p -- "$jobdir" && : >"$jobdir/cancel"
 	[ -s "$jobdir/job.pid" ] || exit 0
 	read -r pid <"$jobdir/job.pid"
 	kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || exit 0
