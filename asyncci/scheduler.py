@@ -132,6 +132,7 @@ class Scheduler:
     async def recover(self) -> None:
         """Rebuild the queue from the store; reattach every job the store says runs."""
         self._drained = await self._store.drained_hosts() & set(self.hosts)
+        reattached = 0
         for active in await self._store.active_jobs():
             job, build = active.job, active.build
             if job.state is JobState.QUEUED:
@@ -146,9 +147,10 @@ class Scheduler:
             self._free[host.name].remove(slot)
             self.queue.started(build.repo)
             self._spawn(active, host, attach=True)
+            reattached += 1
             if job.cancel_requested:
                 self._stop(job.id, JobState.CANCELLED, job.reason or "cancelled")
-        log.info("recovered queued=%d running=%d", len(self.queue), len(self._running))
+        log.info("recovered queued=%d reattached=%d", len(self.queue), reattached)
         self.wake()
 
     async def run(self) -> None:

@@ -93,3 +93,18 @@ async def test_cancel_stops_a_running_job(config_for: Callable[..., Path]) -> No
         log = (await api.call("GET", f"/api/jobs/{done['jobs'][0]['id']}/log"))[1]
         assert b"started" in log
 
+
+
+async def test_checkout_failure_is_retried_then_errored(
+    config_for: Callable[..., Path], repo: GitRepo, tmp_path: Path
+) -> None:
+    async with running_server(config_for(retries=1)) as server, api_for(server) as api:
+        await api.call("POST", "/api/hosts/local/drain")
+        build = (await api.call("POST", "/api/repos/demo/builds", {}))[1]
+        repo.path.rename(tmp_path / "gone")  # the host can no longer fetch the commit
+        await api.call("POST", "/api/hosts/local/resume")
+        done = await api.build(build["id"])
+    job = done["jobs"][0]
+    assert (done["state"], job["attempt"]) == ("errored", 2), done
+    assert job["reason"].startswith(f"checkout of {build['sha']} failed")
+    assert [a["outcome"] for a in job["attempts"]] == ["requeued", "errored"]

@@ -57,36 +57,50 @@ start() {
 	[ ! -e "$jobdir/cancel" ] || fail "cancelled before it started"
 	[ ! -e "$jobdir" ] || rm -rf -- "$jobdir"
 	mkdir -p -- "$jobdir" mirrors "$ws" || fail "cannot create $jobdir"
-	checkout "$ws" >"$jobdir/checkout.log" 2>&1 || fail "checkout of $AC_SHA failed: $(tail -c 1500 "$jobdir/checkout.log" | tr '\n' ' ')"
 	printf '%s' "$AC_ENV" >"$jobdir/env"
 	printf '%s' "$AC_SCRIPT" >"$jobdir/script"
-	# The supervisor is its own session (it survives the connection); the script gets
-	# another process group, so killing the group leaves the supervisor to record the
-	# status. `env -i` keeps the server's own environment (tokens) away from the script.
-	# What the script leaves running in its group is stopped before the job counts as
-	# ended, so the slot's next job never meets it.
-	AC_DIR="$jobdir" AC_WS="$ws" AC_GRACE="$AC_GRACE" setsid bash -c '
-		cd -- "$AC_WS" || exit
-		env -i PATH="$PATH" HOME="$HOME" USER="${USER:-$(id -un)}" LANG="${LANG:-C.UTF-8}" \
-			SHELL="${SHELL:-/bin/bash}" TERM=dumb \
-			setsid bash -c '\''set -a; . "$0/env"; set +a; rm -f -- "$0/env"; exec bash -eo pipefail "$0/script"'\'' "$AC_DIR" \
-			</dev/null >"$AC_DIR/job.log" 2>&1 &
-		pgid=$!
-		echo $pgid >"$AC_DIR/job.pid"
-		# A kill that came before job.pid existed left this mark (see kill_job).
-		[ ! -e "$AC_DIR/cancel" ] || kill -TERM -- "-$pgid" 2>/dev/null || kill -TERM "$pgid"
-		wait $pgid
-		status=$?
-		if kill -TERM -- "-$pgid" 2>/dev/null; then
-			n=0
-			while kill -0 -- "-$pgid" 2>/dev/null && [ $n -lt $((AC_GRACE * 10)) ]; do sleep 0.1; n=$((n + 1)); done
-			kill -KILL -- "-$pgid" 2>/dev/null
-		fi
-		echo $status >"$AC_DIR/job.exit"
-	' </dev/null >/dev/null 2>&1 &
+	# The supervisor is a session of its own from here on: a connection that drops (or a
+	# server that stops) even during the checkout loses nothing. Functions and values
+	# reach it through the environment, not its command line.
+	export -f supervise checkout fetch
+	export AC_WORKDIR AC_REPO AC_URL AC_SHA AC_REF AC_GRACE AC_DIR="$jobdir" AC_WS="$ws"
+	setsid bash -c supervise </dev/null >/dev/null 2>&1 &
 	# Not a process group leader, setsid(1) does not fork: $! is the supervisor.
 	echo $! >"$jobdir/sup.pid"
 	stream
+}
+
+supervise() {
+	# The script gets a process group of its own, so killing it leaves the supervisor to
+	# record the status; `env -i` keeps the server's own environment (tokens) from it.
+	# What the script leaves running in its group is stopped before the job counts as
+	# ended, so the slot's next job never meets it.
+	local pgid status n=0
+	cd -- "$AC_WORKDIR" || exit
+	if ! checkout "$AC_WS" >"$AC_DIR/checkout.log" 2>&1; then
+		printf 'checkout of %s failed: %s' "$AC_SHA" \
+			"$(tail -c 1500 "$AC_DIR/checkout.log" | tr '\n' ' ')" >"$AC_DIR/job.error"
+		return
+	fi
+	cd -- "$AC_WS" || exit
+	env -i PATH="$PATH" HOME="$HOME" USER="${USER:-$(id -un)}" LANG="${LANG:-C.UTF-8}" \
+		SHELL="${SHELL:-/bin/bash}" TERM=dumb \
+		setsid bash -c 'set -a; . "$0/env"; set +a; rm -f -- "$0/env"; exec bash -eo pipefail "$0/script"' "$AC_DIR" \
+		</dev/null >"$AC_DIR/job.log" 2>&1 &
+	pgid=$!
+	echo $pgid >"$AC_DIR/job.pid"
+	# A kill that came before job.pid existed left this mark (see kill_job).
+	[ ! -e "$AC_DIR/cancel" ] || kill -TERM -- "-$pgid" 2>/dev/null || kill -TERM "$pgid"
+	wait $pgid
+	status=$?
+	if kill -TERM -- "-$pgid" 2>/dev/null; then
+		while kill -0 -- "-$pgid" 2>/dev/null && [ $n -lt $((AC_GRACE * 10)) ]; do
+			sleep 0.1
+			n=$((n + 1))
+		done
+		kill -KILL -- "-$pgid" 2>/dev/null
+	fi
+	echo $status >"$AC_DIR/job.exit"
 }
 
 stream() {
@@ -101,6 +115,8 @@ stream() {
 	if [ -s "$jobdir/job.exit" ]; then
 		read -r status <"$jobdir/job.exit"
 		printf 'asyncci-exit %s\n' "$status" >&2
+	elif [ -s "$jobdir/job.error" ]; then
+		printf 'asyncci-error %s\n' "$(cat -- "$jobdir/job.error")" >&2
 	else
 		echo asyncci-lost >&2
 	fi
