@@ -123,17 +123,21 @@ class FairQueue:
         return best
 
     def pick(self, host_labels: frozenset[str]) -> QueuedJob | None:
-        chosen = None
-        for repo in self._repos.values():
-            cap = repo.share.max_running
-            if not repo.queued or (cap and repo.running >= cap):
-                continue
+        # Repos in share order; the first with a job this host can take wins (ties on
+        # share go to the oldest head), so usually one repo's few heap heads are looked at.
+        ranked = sorted(
+            (r.running / r.share.weight, r.pass_, name)
+            for name, r in self._repos.items()
+            if r.queued and not (r.share.max_running and r.running >= r.share.max_running)
+        )
+        chosen: tuple[tuple[float, float, int], _Repo, list[int]] | None = None
+        for share, pass_, name in ranked:
+            if chosen is not None and (share, pass_) > chosen[0][:2]:
+                break
+            repo = self._repos[name]
             best = self._best(repo, host_labels)
-            if best is None:
-                continue
-            key = (repo.running / repo.share.weight, repo.pass_, best[1])
-            if chosen is None or key < chosen[0]:
-                chosen = (key, repo, best[2])
+            if best is not None and (chosen is None or (share, pass_, best[1]) < chosen[0]):
+                chosen = ((share, pass_, best[1]), repo, best[2])
         if chosen is None:
             return None
         _, repo, heap = chosen
