@@ -7,6 +7,7 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.support.gitrepo import GitRepo
 from tests.support.server import api_for, running_server
 from tests.support.wait import until
 
@@ -144,3 +145,25 @@ async def test_rebuild_runs_the_stored_pipeline_again(config_for: Callable[..., 
         assert status == 201 and again["id"] != first["id"]
         assert (again["sha"], again["ref"], again["event"]) == (first["sha"], first["ref"], "manual")
         assert (await api.build(again["id"]))["state"] == "passed"
+
+
+async def test_pages_render_real_data_and_keep_hostile_text_as_text(
+    config_for: Callable[..., Path], repo: GitRepo
+) -> None:
+    repo.commit("<script>alert('x')</script> & \"quotes\"")
+    async with running_server(config_for("echo '<b>bold</b>'")) as server, api_for(server) as api:
+        build = (await api.call("POST", "/api/repos/demo/builds", {"ref": "main"}))[1]
+        await api.build(build["id"])
+        async with aiohttp.ClientSession() as http:
+            for path in ("/", f"/builds/{build['id']}", "/static/asyncci.css"):
+                async with http.get(api.url + path) as r:
+                    assert r.status == 200, path
+            async with http.get(api.url + f"/builds/{build['id']}") as r:
+                page = await r.text()
+            async with http.get(api.url + "/builds/999") as r:
+                assert r.status == 404
+            async with http.get(api.url + "/") as r:
+                dashboard = await r.text()
+    for html in (page, dashboard):
+        assert "<script>alert" not in html and "&lt;script&gt;alert(" in html
+    assert "&lt;b&gt;bold&lt;/b&gt;" in page and "passed" in dashboard

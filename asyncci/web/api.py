@@ -67,7 +67,7 @@ def _int(request: web.Request, name: str, default: int | None, lo: int, hi: int)
     return value
 
 
-async def _build(request: web.Request) -> Build:
+async def load_build(request: web.Request) -> Build:
     build_id = _int_path(request, "id")
     build = await request.app[STORE].get_build(build_id)
     if build is None:
@@ -123,22 +123,22 @@ async def list_builds(request: web.Request) -> web.Response:
 
 @routes.get("/api/builds/{id}")
 async def get_build(request: web.Request) -> web.Response:
-    return web.json_response(build_json(request, await _build(request)))
+    return web.json_response(build_json(request, await load_build(request)))
 
 
 @routes.post("/api/builds/{id}/cancel")
 async def cancel_build(request: web.Request) -> web.Response:
     require_token(request)
-    build = await _build(request)
+    build = await load_build(request)
     await request.app[SCHEDULER].cancel_build(build.id)
-    return web.json_response(build_json(request, await _build(request)))
+    return web.json_response(build_json(request, await load_build(request)))
 
 
 @routes.post("/api/builds/{id}/rebuild")
 async def rebuild(request: web.Request) -> web.Response:
     require_token(request)
     try:
-        build = await request.app[PLANNER].rebuild(await _build(request))
+        build = await request.app[PLANNER].rebuild(await load_build(request))
     except PlanError as e:
         raise error(web.HTTPUnprocessableEntity, str(e)) from None
     return web.json_response(build_json(request, build), status=201)

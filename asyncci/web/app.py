@@ -12,7 +12,7 @@ from ..logs import Logs
 from ..planner import Planner
 from ..scheduler import Scheduler
 from ..store import Store
-from . import api
+from . import api, pages
 from .auth import may_read
 from .keys import CONFIG, LOGS, PLANNER, POKE, SCHEDULER, STORE
 
@@ -46,4 +46,6 @@ def create_app(
     app[LOGS] = logs
     app[POKE] = poke
     app.add_routes(api.routes)
+    app.add_routes(pages.routes)
+    app.router.add_static("/static", pages.resource_dir("static"))
     return app
