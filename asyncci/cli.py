@@ -51,9 +51,13 @@ def main(argv: list[str] | None = None) -> None:
         config = load_or_exit(args.config)
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        from .server import serve
+        from .server import UnsupportedHost, serve
 
-        asyncio.run(serve(config))
+        try:
+            asyncio.run(serve(config))
+        except UnsupportedHost as e:
+            print(f"{config.path}: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
     elif args.command == "check":
         config = load_or_exit(args.config)
         print(f"{config.path}: ok; {len(config.hosts)} host(s), {len(config.repos)} repo(s)")

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
+from typing import Any
 
 
 class JobState(StrEnum):
@@ -73,15 +74,15 @@ class JobSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, object]) -> JobSpec:
+    def from_dict(cls, d: dict[str, Any]) -> JobSpec:
         return cls(
             name=str(d["name"]),
             script=str(d["script"]),
-            labels=tuple(d.get("labels") or ()),  # type: ignore[arg-type]
-            timeout=d.get("timeout"),  # type: ignore[arg-type]
-            env=dict(d.get("env") or {}),  # type: ignore[arg-type]
-            artifacts=tuple(d.get("artifacts") or ()),  # type: ignore[arg-type]
-            junit=tuple(d.get("junit") or ()),  # type: ignore[arg-type]
+            labels=tuple(d.get("labels") or ()),
+            timeout=d.get("timeout"),
+            env=dict(d.get("env") or {}),
+            artifacts=tuple(d.get("artifacts") or ()),
+            junit=tuple(d.get("junit") or ()),
         )
 
 

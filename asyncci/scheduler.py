@@ -93,11 +93,6 @@ class Scheduler:
         self._forget(cancelled)
         self._stop_all(stopping, JobState.CANCELLED, "cancelled by a user")
 
-    async def cancel_ref(self, repo: str, ref: str, reason: str) -> None:
-        cancelled, stopping = await self._store.cancel_ref(repo, ref, reason)
-        self._forget(cancelled)
-        self._stop_all(stopping, JobState.CANCELLED, reason)
-
     async def drain(self, host: str, drained: bool) -> None:
         await self._store.set_drained(host, drained)
         (self._drained.add if drained else self._drained.discard)(host)

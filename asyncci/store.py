@@ -167,7 +167,8 @@ class Store:
         await self._db.execute("PRAGMA synchronous = NORMAL")
         await self._db.execute("PRAGMA foreign_keys = ON")
         await self._db.execute("PRAGMA busy_timeout = 5000")
-        (version,) = await self._one("PRAGMA user_version")
+        row = await self._one("PRAGMA user_version")
+        version = row[0] if row else 0
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             async with self._tx():
                 for statement in filter(str.strip, script.split(";")):
@@ -186,11 +187,11 @@ class Store:
 
     async def _one(self, sql: str, *args: object) -> sqlite3.Row | None:
         async with self._db.execute(sql, args) as cur:
-            return await cur.fetchone()  # type: ignore[return-value]
+            return await cur.fetchone()
 
     async def _all(self, sql: str, *args: object) -> list[sqlite3.Row]:
         async with self._db.execute(sql, args) as cur:
-            return list(await cur.fetchall())  # type: ignore[arg-type]
+            return list(await cur.fetchall())
 
     # -- builds ---------------------------------------------------------------------
 
@@ -211,7 +212,9 @@ class Store:
                     "SELECT id FROM builds WHERE trigger_key = ?", req.trigger_key
                 )
                 if row is not None:
-                    return Enqueued(await self._build(row["id"]), created=False)  # type: ignore[arg-type]
+                    existing = await self._build(row["id"])
+                    assert existing is not None
+                    return Enqueued(existing, created=False)
             pipeline = json.dumps([s.to_dict() for s in specs])
             state = JobState.QUEUED if specs else JobState.ERRORED
             cur = await self._db.execute(
@@ -229,10 +232,11 @@ class Store:
                 "INSERT INTO jobs (build_id, name, spec, state, queued_at) VALUES (?,?,?,?,?)",
                 [(build_id, s.name, json.dumps(s.to_dict()), "queued", now) for s in specs],
             )
-            await self._outbox_for(
-                "SELECT id FROM jobs WHERE build_id = ?", build_id, state=JobState.QUEUED
-            )
-            result = Enqueued(build=await self._build(build_id), created=True)  # type: ignore[arg-type]
+            job_ids = await self._all("SELECT id FROM jobs WHERE build_id = ?", build_id)
+            await self._outbox_rows([r[0] for r in job_ids], JobState.QUEUED)
+            created = await self._build(build_id)
+            assert created is not None
+            result = Enqueued(created, created=True)
             if supersede:
                 # What a person asked for (manual) is never superseded automatically.
                 older = (
@@ -249,13 +253,6 @@ class Store:
         """Cancel queued jobs now and mark running ones to be stopped; (cancelled, stopping)."""
         async with self._lock, self._tx():
             return await self._cancel_jobs("build_id = ?", (build_id,), reason)
-
-    async def cancel_ref(self, repo: str, ref: str, reason: str) -> tuple[list[int], list[int]]:
-        async with self._lock, self._tx():
-            return await self._cancel_jobs(
-                "build_id IN (SELECT id FROM builds WHERE repo = ? AND ref = ?)",
-                (repo, ref), reason,
-            )
 
     async def _cancel_jobs(
         self, where: str, args: tuple[object, ...], reason: str
@@ -292,7 +289,8 @@ class Store:
         limit: int = 50,
         before: int | None = None,
     ) -> list[Build]:
-        where, args = ["1"], []
+        where: list[str] = ["1"]
+        args: list[object] = []
         for column, value in (("repo", repo), ("state", state), ("ref", ref)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -458,10 +456,6 @@ class Store:
         return [r[0] for r in rows]
 
     # -- outbox ---------------------------------------------------------------------
-
-    async def _outbox_for(self, select_ids: str, *args: object, state: JobState) -> None:
-        rows = await self._all(select_ids, *args)
-        await self._outbox_rows([r[0] for r in rows], state)
 
     async def _outbox_rows(self, job_ids: Sequence[int], state: JobState) -> None:
         """Written in the caller's transaction, so a reported state is a committed one."""

@@ -18,4 +18,4 @@ SCHEDULER = web.AppKey("scheduler", Scheduler)
 PLANNER = web.AppKey("planner", Planner)
 LOGS = web.AppKey("logs", Logs)
 # Polls a repo now; the web layer may not reach the pollers themselves.
-POKE = web.AppKey("poke", Callable[[str], None])
+POKE: web.AppKey[Callable[[str], None]] = web.AppKey("poke")
