@@ -51,13 +51,10 @@ def main(argv: list[str] | None = None) -> None:
         config = load_or_exit(args.config)
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        from .server import UnsupportedHost, serve
+        logging.getLogger("asyncssh").setLevel(logging.WARNING)  # a line per channel
+        from .server import serve
 
-        try:
-            asyncio.run(serve(config))
-        except UnsupportedHost as e:
-            print(f"{config.path}: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
+        asyncio.run(serve(config))
     elif args.command == "check":
         config = load_or_exit(args.config)
         print(f"{config.path}: ok; {len(config.hosts)} host(s), {len(config.repos)} repo(s)")

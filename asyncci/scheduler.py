@@ -66,6 +66,8 @@ class Scheduler:
         self._repos = {r.name: r for r in config.repos}
         self._host_configs = {h.name: h for h in config.hosts}
         self.hosts: dict[str, Host] = {h.name: h for h in hosts}
+        for host in self.hosts.values():
+            host.watch(self.wake)  # a host coming online is a reason to fill slots
         self.queue = FairQueue({r.name: Share(r.weight, r.max_running) for r in config.repos})
         self._free = {name: list(range(h.slots)) for name, h in self.hosts.items()}
         self._drained: set[str] = set()

@@ -15,6 +15,7 @@ from aiohttp import web
 from .config import Config, HostConfig
 from .hosts.base import Host
 from .hosts.local import LocalHost
+from .hosts.ssh import SSHHost
 from .logs import Logs
 from .mirror import Mirror
 from .model import utcnow
@@ -28,14 +29,8 @@ log = logging.getLogger(__name__)
 RETENTION_EVERY_S = 3600.0
 
 
-class UnsupportedHost(Exception):
-    pass
-
-
 def make_host(config: HostConfig) -> Host:
-    if config.local:
-        return LocalHost(config)
-    raise UnsupportedHost(f"host {config.name}: SSH hosts are not supported by this version")
+    return LocalHost(config) if config.local else SSHHost(config)
 
 
 @dataclass
@@ -80,6 +75,8 @@ class Server:
                          group.create_task(self._expire_logs(), name="retention")]
                 tasks += [group.create_task(p.run(), name=f"poll {n}")
                           for n, p in self.pollers.items()]
+                tasks += [group.create_task(h.maintain(), name=f"host {n}")
+                          for n, h in self.scheduler.hosts.items()]
                 await stop.wait()
                 log.info("stopping; running jobs go on and are reattached at the next start")
                 for task in tasks:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.config import make_config
 from tests.support.gitrepo import GitRepo
+from tests.support.sshd import Sshd
 
 
 @pytest.fixture
@@ -33,3 +34,14 @@ def config_for(tmp_path: Path, repo: GitRepo) -> Callable[..., Path]:
         )
 
     return make
+
+
+@pytest.fixture
+def sshd_pair(tmp_path: Path) -> Iterator[tuple[Sshd, Sshd]]:
+    """Two real OpenSSH servers on 127.0.0.1, each a build host with its own workdir."""
+    servers = (Sshd(tmp_path, "host-a").start(), Sshd(tmp_path, "host-b").start())
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()

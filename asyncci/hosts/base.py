@@ -8,7 +8,7 @@ The wrapper's stdout is the job's log and its last stderr line says how the job 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Protocol
@@ -67,6 +67,12 @@ class Host(Protocol):
     state: HostState
     last_error: str | None
     latency_ms: float | None
+
+    def watch(self, on_change: Callable[[], None]) -> None:
+        """Call `on_change` whenever the host's state changes (the scheduler's wake-up)."""
+
+    async def maintain(self) -> None:
+        """Keep the host reachable for as long as the server runs."""
 
     async def run(self, run: JobRun, log: JobLog, attach: bool) -> Outcome:
         """Start (or reattach to) the attempt and stream its log from `log.raw_offset`;

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import HostConfig
@@ -25,6 +26,12 @@ class LocalHost:
         self.last_error: str | None = None
         self.latency_ms: float | None = 0.0
         self._workdir = str(Path(config.workdir).absolute())
+
+    def watch(self, on_change: Callable[[], None]) -> None:
+        """A local host is always online: nothing to report."""
+
+    async def maintain(self) -> None:
+        """Nothing to keep up: there is no connection."""
 
     async def run(self, run: JobRun, log: JobLog, attach: bool) -> Outcome:
         mode = "attach" if attach else "start"

@@ -1,0 +1,221 @@
+"""SSH build hosts: agentless (sshd + git + bash), one asyncssh connection per host and a
+channel per command. The only module besides `local.py` that runs jobs, and the only one
+that speaks SSH.
+
+`maintain()` keeps the connection: keepalives find a dead host in seconds, `prepare` runs
+once per connection, and a lost connection is retried with capped exponential backoff.
+A job's stream that breaks with the connection waits up to `grace` for the host to come
+back and reattaches from the byte the server already has; only after that is the job
+given up on this host (HostLost), and the abandoned attempt is killed when the host returns,
+so two attempts never both report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import shlex
+import time
+from collections.abc import Callable
+
+import asyncssh
+
+from ..config import HostConfig
+from ..logs import JobLog
+from ..model import HostState
+from .base import COMMAND, PROBE, HostLost, JobRun, Outcome, pump, workspace_path, wrapper_input
+
+log = logging.getLogger(__name__)
+KEEPALIVE_S = 2.0  # with 2 unanswered keepalives: a dead host is seen in 4-6 s
+KEEPALIVE_MISSES = 2
+CONNECT_TIMEOUT_S = 10.0
+BACKOFF_MAX_S = 60.0
+COMMAND_TIMEOUT_S = 60.0
+STREAM_RETRIES = 3  # a stream that broke while its connection lived (a killed `tail`)
+
+
+def describe(error: BaseException, config: HostConfig) -> str:
+    """One line a user can act on."""
+    where = f"{config.address}:{config.port}"
+    if isinstance(error, asyncssh.HostKeyNotVerifiable):
+        return (f"host key of {where} not trusted: unknown host or changed key "
+                f"(check {config.known_hosts or '~/.ssh/known_hosts'})")
+    if isinstance(error, asyncssh.PermissionDenied):
+        return f"authentication refused for user {config.user or '(default)'} at {where}"
+    if isinstance(error, ConnectionRefusedError):
+        return f"connection refused by {where}"
+    if isinstance(error, TimeoutError):
+        return f"no answer from {where} (timed out)"
+    if isinstance(error, asyncssh.Error):
+        return f"{where}: {error.reason}"
+    return f"{where}: {getattr(error, 'strerror', None) or error}"
+
+
+class SSHHost:
+    def __init__(self, config: HostConfig) -> None:
+        self.name = config.name
+        self.labels = frozenset(config.labels)
+        self.slots = config.slots
+        self.state = HostState.CONNECTING
+        self.last_error: str | None = None
+        self.latency_ms: float | None = None
+        self._config = config
+        self._workdir = config.workdir
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._changed = asyncio.Event()
+        self._on_change: Callable[[], None] = lambda: None
+        self._stale: dict[str, JobRun] = {}  # attempts given up on while the host was away
+
+    def watch(self, on_change: Callable[[], None]) -> None:
+        self._on_change = on_change
+
+    def _set(self, state: HostState, error: str | None = None) -> None:
+        if error:
+            self.last_error = error
+        if state is not self.state:
+            log.info("host %s %s%s", self.name, state, f": {error}" if error else "")
+        self.state = state
+        self._changed.set()
+        self._changed = asyncio.Event()
+        self._on_change()
+
+    async def connect(self) -> asyncssh.SSHClientConnection:
+        c = self._config
+        started = time.monotonic()
+        conn = await asyncssh.connect(
+            c.address or "", c.port, username=c.user or (),
+            client_keys=[str(c.key_file)] if c.key_file else (),
+            known_hosts=str(c.known_hosts) if c.known_hosts else (),
+            keepalive_interval=KEEPALIVE_S, keepalive_count_max=KEEPALIVE_MISSES,
+            connect_timeout=CONNECT_TIMEOUT_S, config=None,
+        )
+        self.latency_ms = round((time.monotonic() - started) * 1000, 1)
+        return conn
+
+    async def maintain(self) -> None:
+        """Keep one connection up for as long as the server runs."""
+        failures = 0
+        try:
+            while True:
+                try:
+                    conn = await self.connect()
+                    await self._prepare(conn)
+                    await self._kill_stale(conn)
+                except (OSError, asyncssh.Error, TimeoutError, HostLost) as e:
+                    failures += 1
+                    self._set(HostState.OFFLINE, describe(e, self._config))
+                    delay = min(BACKOFF_MAX_S, 0.5 * 2 ** min(failures, 10))
+                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                    continue
+                failures = 0
+                self._conn = conn
+                self._set(HostState.ONLINE)
+                await conn.wait_closed()
+                self._conn = None
+                self._set(HostState.OFFLINE, "connection lost")
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                await self._conn.wait_closed()
+
+    async def _prepare(self, conn: asyncssh.SSHClientConnection) -> None:
+        if self._config.prepare:
+            result = await self._command(conn, self._config.prepare.encode())
+            if result.exit_status != 0:
+                conn.close()
+                raise HostLost(f"prepare failed (exit {result.exit_status}): "
+                               f"{_text(result.stderr or result.stdout)[-500:]}")
+
+    async def _kill_stale(self, conn: asyncssh.SSHClientConnection) -> None:
+        """Before the host takes new jobs, stop the attempts that were re-queued elsewhere."""
+        for key, run in list(self._stale.items()):
+            await self._command(conn, wrapper_input("kill", self._workdir, run))
+            log.info("host %s: stale attempt %s killed", self.name, key)
+            del self._stale[key]
+
+    async def _command(self, conn: asyncssh.SSHClientConnection, script: bytes
+                       ) -> asyncssh.SSHCompletedProcess:
+        return await asyncio.wait_for(
+            conn.run(COMMAND, input=script, encoding=None, check=False), COMMAND_TIMEOUT_S)
+
+    async def _online(self, deadline: float) -> asyncssh.SSHClientConnection:
+        while True:
+            conn = self._conn
+            if conn is not None and not conn.is_closed() and self.state is HostState.ONLINE:
+                return conn
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise HostLost(f"host {self.name} unreachable for more than "
+                               f"{self._config.grace:g}s: {self.last_error or 'not connected'}")
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                pass
+
+    async def run(self, run: JobRun, log: JobLog, attach: bool) -> Outcome:
+        deadline = time.monotonic() + self._config.grace
+        broken = 0
+        while True:
+            try:
+                conn = await self._online(deadline)
+            except HostLost:
+                self._stale[run.dirname] = run
+                raise
+            try:
+                return await self._stream(conn, run, log, attach)
+            except (OSError, asyncssh.Error, HostLost) as e:
+                # The job runs on, detached: from now on it is only ever reattached.
+                attach = True
+                if conn.is_closed():
+                    deadline = time.monotonic() + self._config.grace
+                    continue
+                broken += 1
+                if broken > STREAM_RETRIES:
+                    raise HostLost(describe(e, self._config)) from e
+
+    async def _stream(self, conn: asyncssh.SSHClientConnection, run: JobRun, log: JobLog,
+                      attach: bool) -> Outcome:
+        mode = "attach" if attach else "start"
+        proc = await conn.create_process(COMMAND, encoding=None)
+        try:
+            proc.stdin.write(wrapper_input(mode, self._workdir, run, log.raw_offset))
+            proc.stdin.write_eof()
+            return await pump(proc.stdout, proc.stderr, log)
+        finally:
+            proc.close()
+
+    async def kill(self, run: JobRun) -> None:
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            self._stale[run.dirname] = run  # killed as soon as the host is back
+            return
+        try:
+            await self._command(conn, wrapper_input("kill", self._workdir, run))
+        except (OSError, asyncssh.Error, TimeoutError) as e:
+            self._stale[run.dirname] = run
+            raise HostLost(describe(e, self._config)) from e
+
+    def shell_command(self, repo: str, slot: int) -> str | None:
+        c = self._config
+        target = f"{c.user}@{c.address}" if c.user else str(c.address)
+        port = f" -p {c.port}" if c.port != 22 else ""
+        inner = f"cd {shlex.quote(workspace_path(self._workdir, repo, slot))} && exec bash"
+        return f"ssh -t{port} {target} {shlex.quote(inner)}"
+
+    async def probe(self) -> str:
+        try:
+            async with await self.connect() as conn:
+                result = await self._command(conn, PROBE.encode())
+                server = conn.get_extra_info("server_version") or "ssh"
+        except (OSError, asyncssh.Error, TimeoutError) as e:
+            raise HostLost(describe(e, self._config)) from e
+        if result.exit_status != 0:
+            raise HostLost(_text(result.stdout or result.stderr).strip() or "git or bash missing")
+        return f"{server.removeprefix('SSH-2.0-')}; {_text(result.stdout).strip()}"
+
+
+def _text(data: bytes | str | None) -> str:
+    if isinstance(data, bytes):
+        return data.decode(errors="replace")
+    return data or ""
