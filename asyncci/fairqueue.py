@@ -1,17 +1,22 @@
-"""The fair queue of SPEC §4 as pure code: no asyncio, no I/O.
+"""The fair queue of SPEC §4 as pure code: no asyncio, no I/O, nothing but bookkeeping.
 
-Per repo, one heap of job ids per (priority, label set): label sets are few, so a pick
-looks at a handful of heap heads per repo, never at the jobs behind them. Repos share the
-slots by stride scheduling: the fewest running jobs per weight first, then the smallest
-pass; each start advances a repo's pass by 1/weight, and a repo coming back from an empty
-queue re-enters at no less than the smallest pass of the busy ones (idle banks no credit).
+Per repo, one heap of (priority, job id) per distinct label set: label sets are few, so a
+pick looks at a handful of heap heads per repo, never at the jobs behind them.
+
+Stride scheduling: a pick goes to the repo with the fewest running jobs per weight, then
+the smallest pass, then the one that started a job least recently (a newcomer tied with a
+busy repo gets the next slot, as SPEC's lone job must), then the oldest head; it advances
+the repo's pass by 1/weight. A repo whose queue was empty re-enters at no less than the
+smallest pass among repos with queued jobs, nor than the pass the latest job started at,
+so idle time banks no credit even when the whole queue ran dry.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +24,7 @@ class QueuedJob:
     job_id: int  # grows with age: FIFO order within a class
     repo: str
     priority: int  # Event.priority: 0 manual, 1 push/poll/cron, 2 pull_request
-    labels: frozenset[str]
+    labels: frozenset[str]  # the host must have all of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,31 +49,47 @@ class Waiting:
     reason: str
 
 
-@dataclass
+_Entry = tuple[int, int]  # (priority, job id): a lane's heap order
+_Lane = list[_Entry]
+
+
+@dataclass(eq=False, slots=True)
 class _Repo:
+    name: str
     share: Share
     running: int = 0
     pass_: float = 0.0
+    last_pick: int = -1  # when it last started a job, counted in picks
     queued: int = 0
-    heaps: dict[tuple[int, frozenset[str]], list[int]] = field(default_factory=dict)
+    rank: tuple[float, float, int] = (0.0, 0.0, -1)  # lower goes first
+    lanes: dict[frozenset[str], _Lane] = field(default_factory=dict)  # by label set
+
+    @property
+    def capped(self) -> bool:
+        return 0 < self.share.max_running <= self.running
+
+
+_by_rank = attrgetter("rank")
 
 
 class FairQueue:
     def __init__(self, shares: Mapping[str, Share]) -> None:
+        self._shares: dict[str, Share] = {}
         self._repos: dict[str, _Repo] = {}
+        self._ready: dict[str, _Repo] = {}  # repos with queued jobs, below max_running
         self._jobs: dict[int, QueuedJob] = {}
+        # A heap entry is live only while it is the very object recorded here: removal is
+        # lazy, and a job removed and pushed again must not come back through its old entry.
+        self._entries: dict[int, _Entry] = {}
+        self._picks = 0
+        self._last_pass = 0.0  # the pass at which the latest job started
         self.set_shares(shares)
 
     def set_shares(self, shares: Mapping[str, Share]) -> None:
         self._shares = dict(shares)
         for name, repo in self._repos.items():
             repo.share = self._shares.get(name, Share())
-
-    def _repo(self, name: str) -> _Repo:
-        repo = self._repos.get(name)
-        if repo is None:
-            repo = self._repos[name] = _Repo(self._shares.get(name, Share()))
-        return repo
+            self._update(repo)
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -77,127 +98,157 @@ class FairQueue:
         return job_id in self._jobs
 
     def running(self, repo: str) -> int:
-        return self._repo(repo).running
+        r = self._repos.get(repo)
+        return r.running if r else 0
 
     def push(self, job: QueuedJob) -> None:
+        """Queue a job at its age-ordered place in its class; a job already queued stays."""
         if job.job_id in self._jobs:
             return
         repo = self._repo(job.repo)
-        if repo.queued == 0:
+        if not repo.queued:
             busy = [r.pass_ for r in self._repos.values() if r.queued]
-            if busy:
-                repo.pass_ = max(repo.pass_, min(busy))
-        heapq.heappush(repo.heaps.setdefault((job.priority, job.labels), []), job.job_id)
-        repo.queued += 1
+            repo.pass_ = max(repo.pass_, self._last_pass, min(busy, default=0.0))
+        entry = (job.priority, job.job_id)
+        heapq.heappush(repo.lanes.setdefault(job.labels, []), entry)
         self._jobs[job.job_id] = job
+        self._entries[job.job_id] = entry
+        repo.queued += 1
+        self._update(repo)
 
     def remove(self, job_id: int) -> bool:
-        """Forget a queued job; its heap entry is dropped lazily when it reaches the head."""
+        """Forget a queued job; its heap entry is dropped when it reaches a lane's head."""
         job = self._jobs.pop(job_id, None)
         if job is None:
             return False
-        self._repos[job.repo].queued -= 1
+        del self._entries[job_id]
+        self._dequeued(self._repos[job.repo])
         return True
 
-    def started(self, repo: str) -> None:
-        self._repo(repo).running += 1
-
-    def finished(self, repo: str) -> None:
-        r = self._repo(repo)
-        r.running = max(0, r.running - 1)
-
-    def _head(self, heap: list[int]) -> int | None:
-        while heap and heap[0] not in self._jobs:
-            heapq.heappop(heap)
-        return heap[0] if heap else None
-
-    def _best(self, repo: _Repo, host_labels: frozenset[str] | None) -> tuple[int, int, list[int]] | None:
-        """(priority, job id, heap) of the repo's next job that the host can take."""
-        best = None
-        for (priority, labels), heap in repo.heaps.items():
-            if host_labels is not None and not labels <= host_labels:
-                continue
-            head = self._head(heap)
-            if head is not None and (best is None or (priority, head) < best[:2]):
-                best = (priority, head, heap)
-        return best
-
     def pick(self, host_labels: frozenset[str]) -> QueuedJob | None:
-        # Repos in share order; the first with a job this host can take wins (ties on
-        # share go to the oldest head), so usually one repo's few heap heads are looked at.
-        ranked = sorted(
-            (r.running / r.share.weight, r.pass_, name)
-            for name, r in self._repos.items()
-            if r.queued and not (r.share.max_running and r.running >= r.share.max_running)
-        )
-        chosen: tuple[tuple[float, float, int], _Repo, list[int]] | None = None
-        for share, pass_, name in ranked:
-            if chosen is not None and (share, pass_) > chosen[0][:2]:
-                break
-            repo = self._repos[name]
-            best = self._best(repo, host_labels)
-            if best is not None and (chosen is None or (share, pass_, best[1]) < chosen[0]):
-                chosen = ((share, pass_, best[1]), repo, best[2])
+        ready = self._ready.values()
+        front = min(map(_by_rank, ready), default=None)
+        chosen = self._best([r for r in ready if r.rank == front], host_labels)
+        if chosen is None:  # the host can take none of the front repos' jobs
+            chosen = self._best(ready, host_labels)
         if chosen is None:
             return None
-        _, repo, heap = chosen
-        job = self._jobs.pop(heapq.heappop(heap))
-        repo.queued -= 1
-        repo.running += 1
+        repo, entry, lane = chosen
+        heapq.heappop(lane)
+        job = self._jobs.pop(entry[1])
+        del self._entries[entry[1]]
+        self._last_pass = repo.pass_
         repo.pass_ += 1 / repo.share.weight
+        repo.running += 1
+        repo.last_pick = self._picks
+        self._picks += 1
+        self._dequeued(repo)
         return job
 
-    def order(self) -> list[QueuedJob]:
-        """Every queued job in the order successive picks would take it, were a slot for
-        every label set to free again and again; capped repos' extra jobs come last."""
-        lanes = {
-            name: sorted((self._jobs[i] for h in r.heaps.values() for i in set(h) if i in self._jobs),
-                         key=lambda j: (j.priority, j.job_id), reverse=True)
-            for name, r in self._repos.items() if r.queued
-        }
-        running = {name: self._repos[name].running for name in lanes}
-        passes = {name: self._repos[name].pass_ for name in lanes}
-        result: list[QueuedJob] = []
-        for capped in (True, False):
-            heap = [(running[n] / self._repos[n].share.weight, passes[n], lanes[n][-1].job_id, n)
-                    for n in lanes if lanes[n]]
+    def started(self, repo: str) -> None:
+        r = self._repo(repo)
+        r.running += 1
+        self._update(r)
+
+    def finished(self, repo: str) -> None:
+        r = self._repos.get(repo)
+        if r is not None and r.running > 0:
+            r.running -= 1
+            self._update(r)
+
+    def _repo(self, name: str) -> _Repo:
+        repo = self._repos.get(name)
+        if repo is None:
+            repo = self._repos[name] = _Repo(name, self._shares.get(name, Share()))
+        return repo
+
+    def _dequeued(self, repo: _Repo) -> None:
+        repo.queued -= 1
+        if not repo.queued:
+            repo.lanes.clear()  # only dead entries are left: drop them at once
+        self._update(repo)
+
+    def _update(self, repo: _Repo) -> None:
+        repo.rank = (repo.running / repo.share.weight, repo.pass_, repo.last_pick)
+        if repo.queued and not repo.capped:
+            self._ready[repo.name] = repo
+        else:
+            self._ready.pop(repo.name, None)
+
+    def _best(self, repos: Iterable[_Repo], host_labels: frozenset[str]
+              ) -> tuple[_Repo, _Entry, _Lane] | None:
+        """The repo first in rank, then by oldest head, that has a job this host can take."""
+        chosen: tuple[_Repo, _Entry, _Lane] | None = None
+        for repo in repos:
+            head = self._head(repo, host_labels)
+            if head is not None and (chosen is None or (repo.rank, head[0][1])
+                                     < (chosen[0].rank, chosen[1][1])):
+                chosen = (repo, *head)
+        return chosen
+
+    def _head(self, repo: _Repo, host_labels: frozenset[str]) -> tuple[_Entry, _Lane] | None:
+        """The repo's best entry among the lanes this host can take, and its lane."""
+        best: tuple[_Entry, _Lane] | None = None
+        for labels, lane in repo.lanes.items():
+            if not labels <= host_labels:
+                continue
+            while lane and self._entries.get(lane[0][1]) is not lane[0]:
+                heapq.heappop(lane)
+            if lane and (best is None or lane[0] < best[0]):
+                best = (lane[0], lane)
+        return best
+
+    def _order(self) -> list[QueuedJob]:
+        """Every queued job in the order successive picks by a host with every label would
+        take it, none finishing; capped repos' jobs past their cap come after all others."""
+        lanes: dict[str, list[QueuedJob]] = {}
+        for job in sorted(self._jobs.values(), key=lambda j: (-j.priority, -j.job_id)):
+            lanes.setdefault(job.repo, []).append(job)  # best last, to pop()
+        state = {n: (self._repos[n].running, self._repos[n].pass_, self._repos[n].last_pick)
+                 for n in lanes}  # running, pass, last pick: as pick() would leave them
+        picks, result = self._picks, []
+
+        def key(name: str) -> tuple[float, float, int, int, str]:
+            running, pass_, last_pick = state[name]
+            head = lanes[name][-1].job_id
+            return running / self._repos[name].share.weight, pass_, last_pick, head, name
+
+        for respect_caps in (True, False):
+            heap = [key(n) for n in lanes if lanes[n]]
             heapq.heapify(heap)
             while heap:
-                _, _, _, name = heapq.heappop(heap)
-                repo = self._repos[name]
-                if capped and repo.share.max_running and running[name] >= repo.share.max_running:
+                name = heapq.heappop(heap)[-1]
+                share = self._repos[name].share
+                if respect_caps and 0 < share.max_running <= state[name][0]:
                     continue  # its remaining jobs wait for the second round
                 result.append(lanes[name].pop())
-                running[name] += 1
-                passes[name] += 1 / repo.share.weight
+                state[name] = (state[name][0] + 1, state[name][1] + 1 / share.weight, picks)
+                picks += 1
                 if lanes[name]:
-                    heapq.heappush(heap, (running[name] / repo.share.weight, passes[name],
-                                          lanes[name][-1].job_id, name))
+                    heapq.heappush(heap, key(name))
         return result
 
     def explain(self, hosts: Sequence[HostView]) -> list[Waiting]:
-        usable = [h for h in hosts if h.online and not h.draining]
         reasons: dict[tuple[str, frozenset[str]], str] = {}
-
-        def reason(job: QueuedJob) -> str:
+        waiting = []
+        for position, job in enumerate(self._order(), 1):
             key = (job.repo, job.labels)
             if key not in reasons:
-                reasons[key] = self._reason(job, hosts, usable)
-            return reasons[key]
+                reasons[key] = self._reason(job, hosts)
+            waiting.append(Waiting(job, position, reasons[key]))
+        return waiting
 
-        return [Waiting(job, i, reason(job)) for i, job in enumerate(self.order(), 1)]
-
-    def _reason(self, job: QueuedJob, hosts: Sequence[HostView], usable: Sequence[HostView]) -> str:
-        matching = [h for h in usable if job.labels <= h.labels]
-        if not matching:
-            if any(h.online and h.draining and job.labels <= h.labels for h in hosts):
+    def _reason(self, job: QueuedJob, hosts: Sequence[HostView]) -> str:
+        able = [h for h in hosts if job.labels <= h.labels]
+        usable = [h for h in able if h.online and not h.draining]
+        if not usable:
+            if any(h.draining for h in able):
                 return "host draining"
             if not job.labels:
                 return "no online host"
             return f"no online host has labels [{', '.join(sorted(job.labels))}]"
-        repo = self._repos[job.repo]
-        if repo.share.max_running and repo.running >= repo.share.max_running:
+        if self._repos[job.repo].capped:
             return "repo at max_running"
-        if not any(h.free_slots > 0 for h in matching):
+        if not any(h.free_slots > 0 for h in usable):
             return "all matching slots busy"
         return "waiting for its turn"
