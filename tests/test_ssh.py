@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.support.config import free_port
 from tests.support.server import Api, ServerProcess, api_for, running_server
 from tests.support.sshd import Sshd, keygen, pause, processes_under
 from tests.support.wait import until, until_sync
@@ -87,7 +88,30 @@ async def test_a_wrong_host_key_is_refused(
     check = subprocess.run([sys.executable, "-m", "asyncci.cli", "check", "-c", str(config)],
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 1
-    assert f"a: FAILED: host key of 127.0.0.1:{a.port} not trusted" in check.stdout
+    assert f"a: FAILED: host key of 127.0.0.1:{a.port} not trusted: its key CHANGED" in check.stdout
+
+
+def test_check_says_what_is_wrong_with_each_host(
+    config_for: Callable[..., Path], sshd_pair: Pair, tmp_path: Path
+) -> None:
+    a, b = sshd_pair
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    stranger = tmp_path / "stranger"
+    keygen(stranger)
+    hosts = [a.host("unknown", known_hosts=str(empty)),
+             a.host("refused", key_file=str(stranger)),
+             b.host("closed", port=free_port()),
+             b.host("fine")]
+    config = config_for(hosts=hosts)
+    check = subprocess.run([sys.executable, "-m", "asyncci.cli", "check", "-c", str(config)],
+                           capture_output=True, text=True, timeout=60)
+    lines = dict(line.split(": ", 1) for line in check.stdout.splitlines()[1:])
+    assert check.returncode == 1
+    assert lines["unknown"].startswith(f"FAILED: host key of 127.0.0.1:{a.port} not trusted: unknown host")
+    assert lines["refused"].startswith("FAILED: authentication refused for user")
+    assert lines["closed"].startswith("FAILED: connection refused by 127.0.0.1:")
+    assert lines["fine"].startswith("ok; OpenSSH_")
 
 
 async def _offline(api: Api, name: str) -> Any:

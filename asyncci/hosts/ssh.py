@@ -18,6 +18,7 @@ import random
 import shlex
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import asyncssh
 
@@ -39,8 +40,7 @@ def describe(error: BaseException, config: HostConfig) -> str:
     """One line a user can act on."""
     where = f"{config.address}:{config.port}"
     if isinstance(error, asyncssh.HostKeyNotVerifiable):
-        return (f"host key of {where} not trusted: unknown host or changed key "
-                f"(check {config.known_hosts or '~/.ssh/known_hosts'})")
+        return f"host key of {where} not trusted: {_key_problem(config)}"
     if isinstance(error, asyncssh.PermissionDenied):
         return f"authentication refused for user {config.user or '(default)'} at {where}"
     if isinstance(error, ConnectionRefusedError):
@@ -50,6 +50,20 @@ def describe(error: BaseException, config: HostConfig) -> str:
     if isinstance(error, asyncssh.Error):
         return f"{where}: {error.reason}"
     return f"{where}: {getattr(error, 'strerror', None) or error}"
+
+
+def _key_problem(config: HostConfig) -> str:
+    """Tell an unknown host from a changed key, as far as known_hosts says."""
+    path = config.known_hosts or Path("~/.ssh/known_hosts").expanduser()
+    name = config.address if config.port == 22 else f"[{config.address}]:{config.port}"
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return f"unknown host ({path} cannot be read)"
+    listed = any(name in line.split(maxsplit=1)[0].split(",") for line in lines if line.strip())
+    if listed:
+        return f"its key CHANGED since it was recorded in {path}"
+    return f"unknown host (not in {path})"
 
 
 class SSHHost:
