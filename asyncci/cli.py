@@ -21,12 +21,18 @@ def config_path(given: str | None) -> Path:
 
 
 def load_or_exit(given: str | None) -> Config:
+    from .server import validate
+
     try:
-        return load_config(config_path(given))
+        config = load_config(config_path(given))
+        errors = validate(config)
     except ConfigError as e:
-        for line in e.errors:
-            print(line, file=sys.stderr)
-        raise SystemExit(2) from None
+        errors = e.errors
+    for line in errors:
+        print(line, file=sys.stderr)
+    if errors:
+        raise SystemExit(2)
+    return config
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,12 +36,14 @@ def secret_forms(secret: str) -> set[bytes]:
 
 
 class Masker:
-    """Replaces secrets by `***` in a byte stream, holding back only what could be the
-    start of one at a chunk border."""
+    """Replaces secrets by `***` in a byte stream. At a chunk border it holds back only the
+    end of the data that could begin a secret, so a live log never stalls on a line that
+    merely ended: a job that prints and then sleeps is seen at once."""
 
     def __init__(self, secrets: Sequence[str]) -> None:
         forms = sorted({f for s in secrets if s for f in secret_forms(s)}, key=len, reverse=True)
         self._pattern = re.compile(b"|".join(map(re.escape, forms))) if forms else None
+        self._starts = {f[:n] for f in forms for n in range(1, len(f))}
         self._hold = max(map(len, forms), default=1) - 1
         self._held = b""
 
@@ -53,7 +55,7 @@ class Masker:
         if self._pattern is None:
             return chunk
         data = self._held + chunk
-        safe = len(data) - self._hold  # a match starting here or later might grow
+        safe = len(data) - self._unfinished(data)  # a match starting here or later might grow
         out, pos = [], 0
         for match in self._pattern.finditer(data):
             if match.start() >= safe:
@@ -64,6 +66,13 @@ class Masker:
         out.append(data[pos:cut])
         self._held = data[cut:]
         return b"".join(out)
+
+    def _unfinished(self, data: bytes) -> int:
+        """The length of the longest end of `data` that a secret's form begins with."""
+        for n in range(min(self._hold, len(data)), 0, -1):
+            if data[-n:] in self._starts:
+                return n
+        return 0
 
     def flush(self) -> bytes:
         if self._pattern is None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from .config import Config, RepoConfig, branch_matches
 from .mirror import GitError, Mirror, is_sha
-from .model import Build, Event, JobSpec, branch_of
+from .model import Build, Event, JobSpec, branch_of, iso
 from .pipeline import PipelineError, plan_jobs
 from .store import BuildRequest, Enqueued, Store
 
@@ -92,7 +93,8 @@ class Planner:
                 specs, error = [], str(e)
         request = BuildRequest(
             repo=repo.name, ref=ref, sha=commit.sha, event=event, trigger_key=key, pr=pr,
-            message=commit.message, author=commit.author, fork=fork, github=repo.github,
+            message=commit.message, author=commit.author, fork=fork,
+            github=repo.github if self._config.github else None,
         )
         supersede = self._supersedes(repo, ref, event)
         result = await self._store.enqueue_build(request, specs, supersede, error)
@@ -110,16 +112,30 @@ class Planner:
 
     async def manual(self, repo: RepoConfig, ref: str | None, sha: str | None) -> Build:
         """A person asked: build `sha`, or the head of `ref`, or of the default branch."""
-        mirror = self._mirrors[repo.name]
-        try:
-            if sha is None:
-                ref = _full_ref(ref or self.default_branch(repo))
-                await mirror.fetch(ref)
-                sha = await mirror.resolve(ref)
-        except GitError as e:
-            raise PlanError(f"unknown ref {ref!r}: {e}") from e
+        if sha is None:
+            ref, sha = await self._head(repo, ref or self.default_branch(repo))
         full = _full_ref(ref) if ref else ""
         return (await self.request(repo, full, Commit(sha), Event.MANUAL, None)).build
+
+    async def cron(self, repo: RepoConfig, slot: datetime) -> Build:
+        """The schedule's build of the default branch's head for one time slot."""
+        ref, sha = await self._head(repo, self.default_branch(repo))
+        key = cron_key(repo.name, iso(slot) or "")
+        return (await self.request(repo, ref, Commit(sha), Event.CRON, key)).build
+
+    async def last_cron(self, repo: RepoConfig) -> datetime | None:
+        """The time slot of the repo's latest scheduled build."""
+        key = await self._store.last_trigger_key(repo.name, Event.CRON)
+        return datetime.fromisoformat(key.rsplit("\0", 1)[1]) if key else None
+
+    async def _head(self, repo: RepoConfig, ref: str) -> tuple[str, str]:
+        full = _full_ref(ref)
+        mirror = self._mirrors[repo.name]
+        try:
+            await mirror.fetch(full)
+            return full, await mirror.resolve(full)
+        except GitError as e:
+            raise PlanError(f"unknown ref {ref!r}: {e}") from e
 
     async def rebuild(self, build: Build) -> Build:
         """A new manual build of the same commit with the pipeline stored with the old one."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -75,6 +76,8 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()  # jobs being streamed
         self._kills: set[asyncio.Task[None]] = set()  # quick: the host does the waiting
         self._wake = asyncio.Event()
+        self._explained: dict[int, Waiting] = {}
+        self._explained_at = 0.0
 
     # -- events -------------------------------------------------------------------
 
@@ -86,14 +89,22 @@ class Scheduler:
         for job in result.build.jobs:
             if job.state is JobState.QUEUED:
                 self._push(job.id, result.build, job)
-        self._forget(result.cancelled)
-        self._stop_all(result.stopping, JobState.CANCELLED, "superseded by a newer build")
+        self._cancelled((result.cancelled, result.stopping), "superseded by a newer build")
         self.wake()
 
     async def cancel_build(self, build_id: int) -> None:
-        cancelled, stopping = await self._store.cancel_build(build_id, "cancelled by a user")
+        reason = "cancelled by a user"
+        self._cancelled(await self._store.cancel_build(build_id, reason), reason)
+
+    async def cancel_ref(self, repo: str, ref: str, reason: str) -> None:
+        """Every unfinished build of a ref: a pull request was closed."""
+        self._cancelled(await self._store.cancel_ref(repo, ref, reason), reason)
+
+    def _cancelled(self, jobs: tuple[list[int], list[int]], reason: str) -> None:
+        """Act on what the store cancelled: (queued jobs now cancelled, running to stop)."""
+        cancelled, stopping = jobs
         self._forget(cancelled)
-        self._stop_all(stopping, JobState.CANCELLED, "cancelled by a user")
+        self._stop_all(stopping, JobState.CANCELLED, reason)
 
     async def drain(self, host: str, drained: bool) -> None:
         await self._store.set_drained(host, drained)
@@ -116,6 +127,16 @@ class Scheduler:
                      len(self._free[h.name]))
             for h in self.hosts.values()
         ])
+
+    def wait_text(self, job_id: int) -> str | None:
+        """A queued job's position and reason, for status texts; the whole queue is
+        explained at most once a second however many statuses go out."""
+        now = time.monotonic()
+        if now - self._explained_at > 1.0:
+            self._explained = {w.job.job_id: w for w in self.waiting()}
+            self._explained_at = now
+        found = self._explained.get(job_id)
+        return f"position {found.position}, {found.reason}" if found else None
 
     def shell_command(self, build: Build, job: Job) -> str | None:
         """How to open a shell in a job's workspace (SPEC §5), while its host is known."""

@@ -22,11 +22,20 @@ from .model import utcnow
 from .planner import Planner
 from .scheduler import Scheduler
 from .store import Store
+from .reporters.github import GitHubReporter
+from .triggers.cron import Cron, schedule_error
 from .triggers.poller import Poller
 from .web.app import create_app
 
 log = logging.getLogger(__name__)
 RETENTION_EVERY_S = 3600.0
+
+
+def validate(config: Config) -> list[str]:
+    """What config.py cannot check with the stdlib alone, as `PATH:KEY: message` lines."""
+    return [f"{config.path}:repos[{i}].schedule: {problem}"
+            for i, repo in enumerate(config.repos)
+            if repo.schedule and (problem := schedule_error(repo.schedule))]
 
 
 def make_host(config: HostConfig) -> Host:
@@ -77,6 +86,11 @@ class Server:
                           for n, p in self.pollers.items()]
                 tasks += [group.create_task(h.maintain(), name=f"host {n}")
                           for n, h in self.scheduler.hosts.items()]
+                tasks += [group.create_task(Cron(r, self.planner).run(), name=f"cron {r.name}")
+                          for r in self.config.repos if r.schedule]
+                if self.config.github is not None:
+                    reporter = GitHubReporter(self.config, self.store, self.scheduler.wait_text)
+                    tasks.append(group.create_task(reporter.run(), name="github"))
                 await stop.wait()
                 log.info("stopping; running jobs go on and are reattached at the next start")
                 for task in tasks:

@@ -254,6 +254,14 @@ class Store:
         async with self._lock, self._tx():
             return await self._cancel_jobs("build_id = ?", (build_id,), reason)
 
+    async def cancel_ref(self, repo: str, ref: str, reason: str) -> tuple[list[int], list[int]]:
+        """Every unfinished build of a ref (a closed pull request)."""
+        async with self._lock, self._tx():
+            return await self._cancel_jobs(
+                "build_id IN (SELECT id FROM builds WHERE repo = ? AND ref = ?)",
+                (repo, ref), reason,
+            )
+
     async def _cancel_jobs(
         self, where: str, args: tuple[object, ...], reason: str
     ) -> tuple[list[int], list[int]]:
@@ -271,6 +279,13 @@ class Store:
         await self._outbox_rows([r["id"] for r in rows], JobState.CANCELLED)
         await self._refresh_builds({r["build_id"] for r in rows})
         return [r["id"] for r in rows], [r["id"] for r in stopping]
+
+    async def last_trigger_key(self, repo: str, event: Event) -> str | None:
+        async with self._lock:
+            row = await self._one(
+                "SELECT trigger_key FROM builds WHERE repo = ? AND event = ?"
+                " ORDER BY id DESC LIMIT 1", repo, str(event))
+        return None if row is None else row[0]
 
     async def get_build(self, build_id: int) -> Build | None:
         async with self._lock:

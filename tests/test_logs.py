@@ -133,3 +133,10 @@ async def test_wait_returns_on_write_on_close_and_on_timeout(tmp_path: Path) -> 
     log.finish()
     await asyncio.wait_for(waiter, 2)
     assert logs.is_closed(3)
+
+
+def test_only_a_possible_start_of_a_secret_is_held_back() -> None:
+    masker = Masker([SECRET])
+    assert masker.feed(b"progress 10%\n") == b"progress 10%\n"  # nothing waits for more
+    assert masker.feed(b"token hunt") == b"token "  # "hunt" may begin the secret
+    assert masker.feed(b"er2-very-secret!") == b"***!"

@@ -13,7 +13,7 @@ from aiohttp import web
 from ..model import Build, Job, JobState, iso, utcnow
 from ..planner import PlanError
 from .auth import require_token
-from .keys import CONFIG, LOGS, PLANNER, POKE, SCHEDULER, STORE
+from .keys import CONFIG, LOGS, PLANNER, SCHEDULER, STORE
 
 routes = web.RouteTableDef()
 SSE_KEEPALIVE_S = 15.0
@@ -291,16 +291,6 @@ async def _set_drained(request: web.Request, drained: bool) -> web.Response:
     host_json(request, name)  # 404 before changing anything
     await request.app[SCHEDULER].drain(name, drained)
     return web.json_response(host_json(request, name))
-
-
-@routes.post("/hooks/poke/{repo}")
-async def poke(request: web.Request) -> web.Response:
-    require_token(request)
-    name = request.match_info["repo"]
-    if request.app[CONFIG].repo(name) is None:
-        raise error(web.HTTPNotFound, f"no repo {name!r}")
-    request.app[POKE](name)
-    return web.json_response({"poked": name}, status=202)
 
 
 def repo_json(request: web.Request, name: str, status: Any) -> dict[str, Any]:

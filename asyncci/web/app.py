@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 
@@ -12,9 +13,9 @@ from ..logs import Logs
 from ..planner import Planner
 from ..scheduler import Scheduler
 from ..store import Store
-from . import api, pages
+from . import api, hooks, pages
 from .auth import may_read
-from .keys import CONFIG, LOGS, PLANNER, POKE, SCHEDULER, STORE
+from .keys import BACKGROUND, CONFIG, LOGS, PLANNER, POKE, SCHEDULER, STORE
 
 # GitHub's own cap on webhook deliveries (SPEC §6); larger bodies are answered 413.
 MAX_BODY = 25 * 1024 * 1024
@@ -34,6 +35,12 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await handler(request)
 
 
+async def _cancel_background(app: web.Application) -> None:
+    for task in app[BACKGROUND]:
+        task.cancel()
+    await asyncio.gather(*app[BACKGROUND], return_exceptions=True)
+
+
 def create_app(
     config: Config, store: Store, scheduler: Scheduler, planner: Planner, logs: Logs,
     poke: Callable[[str], None],
@@ -45,7 +52,10 @@ def create_app(
     app[PLANNER] = planner
     app[LOGS] = logs
     app[POKE] = poke
+    app[BACKGROUND] = set()
+    app.on_cleanup.append(_cancel_background)
     app.add_routes(api.routes)
+    app.add_routes(hooks.routes)
     app.add_routes(pages.routes)
     app.router.add_static("/static", pages.resource_dir("static"))
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from aiohttp import web
@@ -19,3 +20,5 @@ PLANNER = web.AppKey("planner", Planner)
 LOGS = web.AppKey("logs", Logs)
 # Polls a repo now; the web layer may not reach the pollers themselves.
 POKE: web.AppKey[Callable[[str], None]] = web.AppKey("poke")
+# Work accepted by a webhook and done after the answer; cancelled at shutdown.
+BACKGROUND: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("background")

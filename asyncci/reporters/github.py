@@ -1,0 +1,129 @@
+"""Commit statuses to GitHub, drained from the store's outbox.
+
+The outbox row of a job's state is written in the same transaction as the state, so a
+status is sent after any crash; it is marked sent only once GitHub acknowledged it (2xx),
+so an acknowledged state is never sent again (one whose answer a crash lost may be sent
+once more: the same state, harmless). Rows go out in order, one at a time: a failing
+send is retried with backoff before anything after it, and a rate limit is waited out.
+The scheduler never waits for any of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import aiohttp
+from gidgethub import BadRequest, GitHubBroken, HTTPException, RateLimitExceeded
+from gidgethub.aiohttp import GitHubAPI
+from gidgethub.apps import get_installation_access_token, get_jwt
+
+from ..config import Config, GitHubConfig
+from ..model import JobState
+from ..store import OutboxItem, Store
+
+log = logging.getLogger(__name__)
+IDLE_S = 0.5
+BACKOFF_MAX_S = 300.0
+GITHUB_STATE = {
+    JobState.QUEUED: "pending", JobState.RUNNING: "pending", JobState.PASSED: "success",
+    JobState.FAILED: "failure", JobState.ERRORED: "error", JobState.CANCELLED: "error",
+}
+
+
+def status_body(item: OutboxItem, public_url: str, waiting: str | None) -> dict[str, str]:
+    """The statuses API body for one outbox row (SPEC §7)."""
+    job = item.job
+    if item.state is JobState.QUEUED:
+        description = f"queued: {waiting}" if waiting else "queued"
+    elif item.state is JobState.RUNNING:
+        description = f"running on {job.host}"
+    elif item.state is JobState.PASSED:
+        description = "passed"
+    else:
+        description = f"{item.state}: {job.reason}" if job.reason else str(item.state)
+    return {
+        "state": GITHUB_STATE[item.state],
+        "context": f"asyncci/{job.name}",
+        "target_url": f"{public_url.rstrip('/')}/builds/{job.build_id}",
+        "description": description[:140],  # GitHub's limit
+    }
+
+
+class Tokens:
+    """A token from the config, or a GitHub App's installation token, cached until it is
+    about to expire (one installation per repository owner/name)."""
+
+    def __init__(self, config: GitHubConfig) -> None:
+        self._config = config
+        self._installations: dict[str, tuple[str, float]] = {}
+
+    async def token(self, gh: GitHubAPI, repository: str) -> str | None:
+        c = self._config
+        if c.app_id is None or c.private_key is None:
+            return c.token
+        cached = self._installations.get(repository)
+        if cached and cached[1] > time.time() + 60:
+            return cached[0]
+        jwt = get_jwt(app_id=str(c.app_id), private_key=c.private_key)
+        installation = await gh.getitem(f"/repos/{repository}/installation", jwt=jwt)
+        answer = await get_installation_access_token(
+            gh, installation_id=str(installation["id"]), app_id=str(c.app_id),
+            private_key=c.private_key)
+        expires = time.time() + 3000  # GitHub's tokens live an hour
+        self._installations[repository] = (answer["token"], expires)
+        return str(answer["token"])
+
+
+class GitHubReporter:
+    def __init__(self, config: Config, store: Store,
+                 waiting: Callable[[int], str | None]) -> None:
+        assert config.github is not None
+        self._github = config.github
+        self._public_url = config.server.public_url
+        self._store = store
+        self._waiting = waiting  # a queued job's position and reason, from the scheduler
+        self._tokens = Tokens(config.github)
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            gh = GitHubAPI(session, "asyncci", base_url=self._github.api_url)
+            failures = 0
+            while True:
+                items = await self._store.pending_outbox()
+                if not items:
+                    await asyncio.sleep(IDLE_S)
+                    continue
+                for item in items:
+                    delay = await self._send(gh, item)
+                    if delay:
+                        failures += 1
+                        await asyncio.sleep(max(delay, min(BACKOFF_MAX_S, 2 ** failures / 4)))
+                        break
+                    failures = 0
+
+    async def _send(self, gh: GitHubAPI, item: OutboxItem) -> float:
+        """Send one status; seconds to wait before trying again (0 when done with it)."""
+        body = status_body(item, self._public_url, self._waiting(item.job.id))
+        url = f"/repos/{item.github}/statuses/{item.build.sha}"
+        try:
+            token = await self._tokens.token(gh, item.github)
+            await gh.post(url, data=body, oauth_token=token)
+        except RateLimitExceeded as e:
+            reset = e.rate_limit.reset_datetime.timestamp() if e.rate_limit else time.time() + 60
+            log.warning("GitHub rate limit: waiting until %s", e.rate_limit and e.rate_limit.reset_datetime)
+            return max(1.0, reset - time.time())
+        except BadRequest as e:
+            if e.status_code == 429 or e.status_code == 403 and "rate limit" in str(e).lower():
+                return 60.0
+            # A status GitHub will never take (repo gone, no access): drop it, say so.
+            log.error("status %s for job %d refused by GitHub (%s): dropped",
+                      body["state"], item.job.id, e)
+        except (GitHubBroken, HTTPException, aiohttp.ClientError, TimeoutError, OSError) as e:
+            log.warning("status for job %d not sent (%s); retrying", item.job.id,
+                        e or type(e).__name__)
+            return 1.0
+        await self._store.mark_sent(item.id)
+        return 0.0

@@ -1,0 +1,49 @@
+"""Scheduled builds: a repo's `schedule` (cron syntax, via croniter) builds the head of its
+default branch, keyed by the scheduled time, so a restart never builds a slot twice.
+A schedule missed while the server was down fires once at start, not once per slot."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+
+from croniter import croniter
+
+from ..config import RepoConfig
+from ..mirror import GitError
+from ..planner import PlanError, Planner
+
+log = logging.getLogger(__name__)
+
+
+def schedule_error(expression: str) -> str | None:
+    """Why croniter would refuse the expression, or None."""
+    return None if croniter.is_valid(expression) else f"not a valid cron schedule: {expression!r}"
+
+
+class Cron:
+    def __init__(self, repo: RepoConfig, planner: Planner) -> None:
+        assert repo.schedule is not None
+        self.repo = repo
+        self._schedule = repo.schedule
+        self._planner = planner
+
+    async def run(self) -> None:
+        now = datetime.now(timezone.utc)
+        missed = croniter(self._schedule, now).get_prev(datetime)
+        last = await self._planner.last_cron(self.repo)
+        if last is not None and last < missed:
+            await self._fire(missed)
+        while True:
+            now = datetime.now(timezone.utc)
+            due = croniter(self._schedule, now).get_next(datetime)
+            await asyncio.sleep((due - now).total_seconds())
+            await self._fire(due)
+
+    async def _fire(self, slot: datetime) -> None:
+        try:
+            build = await self._planner.cron(self.repo, slot)
+            log.info("cron repo=%s slot=%s build=%d", self.repo.name, slot.isoformat(), build.id)
+        except (PlanError, GitError) as e:
+            log.warning("cron repo=%s slot=%s: no build: %s", self.repo.name, slot.isoformat(), e)

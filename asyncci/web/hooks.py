@@ -1,0 +1,164 @@
+"""Webhooks: GitHub's (`push`, `pull_request`, `ping`) and the plain poke.
+
+A delivery is checked (signature, headers, JSON), answered at once and acted on after, so
+a slow git fetch never makes GitHub time out. What a payload asks for is worked out by
+plain functions; every build goes through the planner, whose trigger keys make a
+redelivery, or a webhook racing the poller, one build.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from gidgethub import ValidationFailure
+from gidgethub.sansio import validate_event
+
+from ..config import RepoConfig, branch_matches
+from ..model import Event
+from ..planner import Commit, PlanError, pull_request_key
+from .api import error
+from .auth import require_token
+from .keys import BACKGROUND, CONFIG, PLANNER, POKE, SCHEDULER
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+PR_BUILD_ACTIONS = {"opened", "synchronize", "reopened"}
+
+
+@dataclass(frozen=True)
+class Push:
+    repository: str  # owner/name
+    branch: str
+    sha: str
+    message: str
+    author: str
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    repository: str
+    number: int
+    sha: str
+    fork: bool
+    closed: bool
+
+
+def parse_delivery(event: str, payload: dict[str, Any]) -> Push | PullRequest | None:
+    """What a delivery asks for; None for what asyncci ignores (tags, deletions, others)."""
+    try:
+        repository = str(payload["repository"]["full_name"])
+        if event == "push":
+            ref, sha = str(payload["ref"]), str(payload["after"])
+            if payload.get("deleted") or not ref.startswith("refs/heads/") or set(sha) == {"0"}:
+                return None
+            head = payload.get("head_commit") or {}
+            return Push(repository, ref.removeprefix("refs/heads/"), sha,
+                        str(head.get("message") or ""), _author(head.get("author")))
+        if event == "pull_request":
+            action, pr = payload["action"], payload["pull_request"]
+            if action not in PR_BUILD_ACTIONS | {"closed"}:
+                return None
+            head_repo = (pr["head"].get("repo") or {}).get("full_name")
+            return PullRequest(
+                repository, int(payload["number"]), str(pr["head"]["sha"]),
+                fork=head_repo != pr["base"]["repo"]["full_name"], closed=action == "closed",
+            )
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"malformed {event} payload: {e!r}") from None
+    return None
+
+
+def _author(author: Any) -> str:
+    if not isinstance(author, dict):
+        return ""
+    name, email = author.get("name") or "", author.get("email") or ""
+    return f"{name} <{email}>" if email else str(name)
+
+
+@routes.post("/hooks/github")
+async def github(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    secret = config.github.webhook_secret if config.github else None
+    if secret is None:
+        raise error(web.HTTPUnauthorized, "webhooks are off: no [github] webhook secret configured")
+    body = await request.read()  # over client_max_size: 413
+    signature = request.headers.get("X-Hub-Signature-256", "")
+    if not signature.startswith("sha256="):
+        raise error(web.HTTPUnauthorized, "X-Hub-Signature-256 is required (SHA-1 alone is refused)")
+    try:
+        validate_event(body, signature=signature, secret=secret)
+    except ValidationFailure:
+        raise error(web.HTTPUnauthorized, "signature does not match") from None
+    event = request.headers.get("X-GitHub-Event")
+    delivery = request.headers.get("X-GitHub-Delivery")
+    if not event or not delivery:
+        raise error(web.HTTPBadRequest, "X-GitHub-Event and X-GitHub-Delivery are required")
+    if request.content_type != "application/json":
+        raise error(web.HTTPBadRequest, "the content type must be application/json")
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise error(web.HTTPBadRequest, "the body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise error(web.HTTPBadRequest, "the body must be a JSON object")
+    if event == "ping":
+        return web.json_response({"pong": delivery})
+    try:
+        wanted = parse_delivery(event, payload)
+    except ValueError as e:
+        raise error(web.HTTPBadRequest, str(e)) from None
+    repos = [] if wanted is None else [
+        r for r in config.repos if r.github and r.github.lower() == wanted.repository.lower()]
+    if wanted is not None and not repos:
+        log.info("delivery %s: %s for %s, which no [[repos]] names", delivery, event,
+                 wanted.repository)
+    for repo in repos:
+        assert wanted is not None
+        _later(request, act(request.app, repo, wanted, delivery))
+    return web.json_response({"delivery": delivery, "repos": [r.name for r in repos]},
+                             status=202)
+
+
+def _later(request: web.Request, work: Coroutine[Any, Any, None]) -> None:
+    tasks = request.app[BACKGROUND]
+    task = asyncio.create_task(work)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+async def act(app: web.Application, repo: RepoConfig, wanted: Push | PullRequest,
+              delivery: str) -> None:
+    planner = app[PLANNER]
+    try:
+        if isinstance(wanted, Push):
+            if any(branch_matches(p, wanted.branch) for p in repo.branches):
+                commit = Commit(wanted.sha, wanted.message, wanted.author)
+                await planner.branch_build(repo, f"refs/heads/{wanted.branch}", commit, Event.PUSH)
+        elif repo.pull_requests:
+            ref = f"refs/pull/{wanted.number}/head"
+            if wanted.closed:
+                await app[SCHEDULER].cancel_ref(repo.name, ref, f"pull request {wanted.number} closed")
+                return
+            await planner.request(
+                repo, ref, Commit(wanted.sha), Event.PULL_REQUEST,
+                pull_request_key(repo.name, wanted.number, wanted.sha),
+                pr=wanted.number, fork=wanted.fork,
+            )
+    except PlanError as e:
+        log.warning("delivery %s for repo %s: no build: %s", delivery, repo.name, e)
+
+
+@routes.post("/hooks/poke/{repo}")
+async def poke(request: web.Request) -> web.Response:
+    require_token(request)
+    name = request.match_info["repo"]
+    if request.app[CONFIG].repo(name) is None:
+        raise error(web.HTTPNotFound, f"no repo {name!r}")
+    request.app[POKE](name)
+    return web.json_response({"poked": name}, status=202)
