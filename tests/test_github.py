@@ -174,6 +174,32 @@ async def test_statuses_arrive_in_order_and_survive_bad_gateways(
     assert github.tokens[-1] == "token gh-token"
 
 
+async def test_rate_limits_are_waited_out_and_app_tokens_used(
+    tmp_path: Path, repo: GitRepo
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (tmp_path / "app.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    async with fake_github() as github:
+        path = make_config(
+            tmp_path, [{"name": "demo", "url": str(repo.path), "github": "octo/demo",
+                        "script": "true"}],
+            hosts=[{"name": "local", "type": "local", "slots": 1, "workdir": str(tmp_path / "w")}],
+            github={"api_url": github.url, "app_id": 1, "private_key_file": "app.pem"})
+        github.failures = [403]
+        async with running_server(path) as server, api_for(server) as api:
+            build = (await api.call("POST", "/api/repos/demo/builds", {}))[1]
+            await api.build(build["id"])
+            await until(lambda: len(github.statuses) == 3, 20, "statuses after the limit")
+    assert github.app_calls == ["bearer", "token for installation 42"]  # a JWT; cached after
+    assert set(github.tokens) == {"token installation-token"}
+    assert len(github.tokens) == 4  # one refused by the rate limit, three accepted
+
+
 async def test_statuses_not_acknowledged_before_a_crash_are_sent_after_it(
     tmp_path: Path, repo: GitRepo
 ) -> None:

@@ -112,8 +112,10 @@ class GitHubReporter:
             token = await self._tokens.token(gh, item.github)
             await gh.post(url, data=body, oauth_token=token)
         except RateLimitExceeded as e:
-            reset = e.rate_limit.reset_datetime.timestamp() if e.rate_limit else time.time() + 60
-            log.warning("GitHub rate limit: waiting until %s", e.rate_limit and e.rate_limit.reset_datetime)
+            # A RateLimit with nothing remaining is falsy: compare with None.
+            limit = e.rate_limit
+            reset = limit.reset_datetime.timestamp() if limit is not None else time.time() + 60
+            log.warning("GitHub rate limit: sending again in %.0f s", reset - time.time())
             return max(1.0, reset - time.time())
         except BadRequest as e:
             if e.status_code == 429 or e.status_code == 403 and "rate limit" in str(e).lower():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,15 +25,31 @@ class FakeGitHub:
     statuses: list[dict[str, Any]] = field(default_factory=list)
     failures: list[int] = field(default_factory=list)  # statuses to answer with, first
     tokens: list[str] = field(default_factory=list)
+    app_calls: list[str] = field(default_factory=list)
 
     async def status(self, request: web.Request) -> web.Response:
         self.tokens.append(request.headers.get("Authorization", ""))
         if self.failures:
-            return web.json_response({"message": "Server Error"}, status=self.failures.pop(0))
+            failure = self.failures.pop(0)
+            if failure == 403:  # GitHub's primary rate limit
+                headers = {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "0",
+                           "X-RateLimit-Reset": str(int(time.time()) + 1)}
+                return web.json_response({"message": "API rate limit exceeded"}, status=403,
+                                         headers=headers)
+            return web.json_response({"message": "Server Error"}, status=failure)
         body = await request.json()
         self.statuses.append({"repo": f"{request.match_info['owner']}/{request.match_info['name']}",
                               "sha": request.match_info["sha"], **body})
         return web.json_response({"id": len(self.statuses), **body}, status=201)
+
+    async def installation(self, request: web.Request) -> web.Response:
+        self.app_calls.append(request.headers.get("Authorization", "").split(" ")[0])
+        return web.json_response({"id": 42})
+
+    async def access_token(self, request: web.Request) -> web.Response:
+        self.app_calls.append(f"token for installation {request.match_info['id']}")
+        return web.json_response({"token": "installation-token",
+                                  "expires_at": "2099-01-01T00:00:00Z"}, status=201)
 
     def contexts(self) -> list[tuple[str, str]]:
         return [(s["context"], s["state"]) for s in self.statuses]
@@ -43,6 +60,8 @@ async def fake_github() -> AsyncIterator[FakeGitHub]:
     github = FakeGitHub()
     app = web.Application()
     app.router.add_post("/repos/{owner}/{name}/statuses/{sha}", github.status)
+    app.router.add_get("/repos/{owner}/{name}/installation", github.installation)
+    app.router.add_post("/app/installations/{id}/access_tokens", github.access_token)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
