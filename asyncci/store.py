@@ -287,6 +287,44 @@ class Store:
                 " ORDER BY id DESC LIMIT 1", repo, str(event))
         return None if row is None else row[0]
 
+    async def latest_finished_state(self, repo: str, ref: str | None) -> JobState | None:
+        """The state of the newest finished build of a repo (or of one ref): badges."""
+        where, args = "repo = ? AND finished_at IS NOT NULL", [repo]
+        if ref is not None:
+            where, args = where + " AND ref = ?", args + [ref]
+        async with self._lock:
+            row = await self._one(
+                f"SELECT state FROM builds WHERE {where} ORDER BY id DESC LIMIT 1", *args)
+        return None if row is None else JobState(row[0])
+
+    async def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Builds and jobs by state."""
+        async with self._lock:
+            builds = await self._all("SELECT state, COUNT(*) FROM builds GROUP BY state")
+            jobs = await self._all("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        return {r[0]: r[1] for r in builds}, {r[0]: r[1] for r in jobs}
+
+    async def histograms(self, buckets: Sequence[float]) -> dict[str, tuple[list[int], float, int]]:
+        """Cumulative (bucket counts, sum, count) of the queue wait of every started job
+        and the duration of every finished one, straight from the truth, so a restart
+        loses no observation."""
+        seconds = {
+            "wait": "(julianday(started_at) - julianday(queued_at)) * 86400",
+            "duration": "(julianday(finished_at) - julianday(started_at)) * 86400",
+        }
+        where = {"wait": "started_at IS NOT NULL",
+                 "duration": "started_at IS NOT NULL AND finished_at IS NOT NULL"}
+        result = {}
+        async with self._lock:
+            for name, expr in seconds.items():
+                columns = ", ".join(f"SUM({expr} <= {b!r})" for b in buckets)
+                row = await self._one(
+                    f"SELECT {columns}, SUM({expr}), COUNT(*) FROM jobs WHERE {where[name]}")
+                assert row is not None
+                values = [v or 0 for v in row]
+                result[name] = (values[:-2], float(values[-2]), int(values[-1]))
+        return result
+
     async def get_build(self, build_id: int) -> Build | None:
         async with self._lock:
             return await self._build(build_id)

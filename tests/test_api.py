@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -167,3 +168,38 @@ async def test_pages_render_real_data_and_keep_hostile_text_as_text(
     for html in (page, dashboard):
         assert "<script>alert" not in html and "&lt;script&gt;alert(" in html
     assert "&lt;b&gt;bold&lt;/b&gt;" in page and "passed" in dashboard
+
+
+async def test_badges_metrics_and_security_headers(config_for: Callable[..., Path]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with running_server(config_for("sleep 0.2")) as server, api_for(server) as api:
+        async with aiohttp.ClientSession() as http:
+            async def get(path: str) -> tuple[int, str, Any]:
+                async with http.get(api.url + path) as r:
+                    return r.status, await r.text(), r.headers
+
+            assert (await get("/badge/nope.svg"))[0] == 404
+            status, svg, headers = await get("/badge/demo.svg?branch=main")
+            assert status == 200 and headers["Content-Type"].startswith("image/svg+xml")
+            assert ">unknown<" in svg
+            build = (await api.call("POST", "/api/repos/demo/builds", {"ref": "main"}))[1]
+            await api.build(build["id"])
+            assert ">passed<" in (await get("/badge/demo.svg?branch=main"))[1]
+            assert ">unknown<" in (await get("/badge/demo.svg?branch=other"))[1]
+            status, text, _ = await get("/metrics")
+            for path in ("/", "/api/builds", "/metrics"):
+                headers = (await get(path))[2]
+                assert "script-src 'self'" in headers["Content-Security-Policy"]
+                assert headers["X-Content-Type-Options"] == "nosniff"
+                assert headers["Referrer-Policy"] == "same-origin"
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("asyncci_builds", (("state", "passed"),))] == 1
+    assert samples[("asyncci_jobs", (("state", "queued"),))] == 0
+    assert samples[("asyncci_queue_length", ())] == 0
+    assert samples[("asyncci_job_duration_seconds_count", ())] == 1
+    assert samples[("asyncci_job_duration_seconds_bucket", (("le", "1.0"),))] == 1
+    assert samples[("asyncci_job_queue_wait_seconds_count", ())] == 1
+    assert samples[("asyncci_host_up", (("host", "local"),))] == 1
+    assert samples[("asyncci_host_slots", (("host", "local"),))] == 2

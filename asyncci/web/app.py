@@ -13,13 +13,20 @@ from ..logs import Logs
 from ..planner import Planner
 from ..scheduler import Scheduler
 from ..store import Store
-from . import api, hooks, pages
+from . import api, hooks, metrics, pages
 from .auth import may_read
 from .keys import BACKGROUND, CONFIG, LOGS, PLANNER, POKE, SCHEDULER, STORE
 
 # GitHub's own cap on webhook deliveries (SPEC §6); larger bodies are answered 413.
 MAX_BODY = 25 * 1024 * 1024
 ALWAYS_OPEN = ("/healthz", "/hooks/", "/login", "/static/")
+SECURITY_HEADERS = {
+    # No inline script anywhere: pages load their JavaScript from /static only.
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self';"
+                               " img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -33,6 +40,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             content_type="application/json", headers={"WWW-Authenticate": "Bearer"},
         )
     return await handler(request)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
 
 
 async def _cancel_background(app: web.Application) -> None:
@@ -56,6 +68,8 @@ def create_app(
     app.on_cleanup.append(_cancel_background)
     app.add_routes(api.routes)
     app.add_routes(hooks.routes)
+    app.add_routes(metrics.routes)
+    app.on_response_prepare.append(_security_headers)
     app.add_routes(pages.routes)
     app.router.add_static("/static", pages.resource_dir("static"))
     return app
