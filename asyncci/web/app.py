@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from urllib.parse import quote
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -35,6 +36,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """With `web.public = false` only the token opens anything but the always-open paths."""
     if not request.path.startswith(ALWAYS_OPEN) and not may_read(request):
+        if request.method == "GET" and not request.path.startswith(("/api/", "/metrics")):
+            raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs)}")
         raise web.HTTPUnauthorized(
             text=json.dumps({"error": "this server is private: a token is required"}),
             content_type="application/json", headers={"WWW-Authenticate": "Bearer"},

@@ -1,22 +1,32 @@
-"""Server-rendered HTML pages (jinja2, autoescaped): the dashboard and a build's page.
+"""Server-rendered HTML pages (jinja2, autoescaped) and the forms behind their buttons.
 
-Every page works without JavaScript; pages only read from the store, the scheduler and
-the log files.
+Every page works without JavaScript; with it, pages refresh their content in place and a
+build's log follows live. Pages read from the store, the scheduler and the log files;
+forms need a login session and a CSRF token, and change things only through the same
+scheduler and planner calls as the API.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
+from markupsafe import Markup
 
+from ..model import JobState, utcnow
+from ..planner import PlanError
+from .ansi import ansi_to_html
 from .api import build_json, host_json, load_build
-from .keys import LOGS, SCHEDULER, STORE
+from .auth import COOKIE, SESSION_S, check_form, csrf_token, has_session, new_session, token_matches
+from .keys import CONFIG, LOGS, PLANNER, SCHEDULER, STORE
 
 routes = web.RouteTableDef()
-LOG_TAIL = 256 * 1024  # a page shows the end of a big log; the raw log has the rest
+LOG_PAGE = 64 * 1024  # bytes of log a page shows at once: a 50 MB log is never one page
+RECENT = 500  # builds scanned for a repo's branches
 
 
 def resource_dir(name: str) -> Path:
@@ -26,28 +36,89 @@ def resource_dir(name: str) -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / name
 
 
+def ago(value: str | None) -> str:
+    if not value:
+        return ""
+    seconds = (utcnow() - datetime.fromisoformat(value)).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{max(0, int(seconds))} s ago"
+
+
+def duration(start: str | None, end: str | None) -> str:
+    if not start:
+        return ""
+    stop = datetime.fromisoformat(end) if end else utcnow()
+    seconds = int((stop - datetime.fromisoformat(start)).total_seconds())
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
 TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(resource_dir("templates")),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
+TEMPLATES.filters.update(ago=ago, ansi=lambda text: Markup(ansi_to_html(text)))
+TEMPLATES.globals.update(duration=duration)
 
 
-def render(name: str, **context: Any) -> web.Response:
-    html = TEMPLATES.get_template(name).render(**context)
+def render(request: web.Request, name: str, **context: Any) -> web.Response:
+    config = request.app[CONFIG]
+    html = TEMPLATES.get_template(name).render(
+        repos=[r.name for r in config.repos], logged_in=has_session(request),
+        csrf=csrf_token(request), path=request.path_qs, **context)
     return web.Response(text=html, content_type="text/html")
+
+
+def waiting_json(request: web.Request, limit: int | None = None) -> list[dict[str, Any]]:
+    return [{"position": w.position, "job_id": w.job.job_id, "repo": w.job.repo,
+             "reason": w.reason} for w in request.app[SCHEDULER].waiting()[:limit]]
+
+
+async def running_jobs(request: web.Request) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    builds = await request.app[STORE].list_builds(state="running", limit=100)
+    return [(b, j) for b in (build_json(request, b) for b in builds)
+            for j in b["jobs"] if j["state"] == "running"]
 
 
 @routes.get("/")
 async def dashboard(request: web.Request) -> web.Response:
-    scheduler, store = request.app[SCHEDULER], request.app[STORE]
-    builds = [build_json(request, b) for b in await store.list_builds(limit=30)]
-    running = [(b, j) for b in [build_json(request, b) for b in
-                                await store.list_builds(state="running", limit=100)]
-               for j in b["jobs"] if j["state"] == "running"]
-    waiting = scheduler.waiting()[:50]
-    hosts = [host_json(request, name) for name in scheduler.hosts]
-    return render("index.html", builds=builds, running=running, waiting=waiting, hosts=hosts)
+    store, scheduler = request.app[STORE], request.app[SCHEDULER]
+    return render(
+        request, "index.html",
+        running=await running_jobs(request), waiting=waiting_json(request, 20),
+        queued=len(scheduler.queue),
+        builds=[build_json(request, b) for b in await store.list_builds(limit=25)],
+        hosts=[host_json(request, n) for n in scheduler.hosts],
+    )
+
+
+@routes.get("/queue")
+async def queue_page(request: web.Request) -> web.Response:
+    return render(request, "queue.html", waiting=waiting_json(request, 1000),
+                  queued=len(request.app[SCHEDULER].queue))
+
+
+@routes.get("/hosts")
+async def hosts_page(request: web.Request) -> web.Response:
+    return render(request, "hosts.html",
+                  hosts=[host_json(request, n) for n in request.app[SCHEDULER].hosts])
+
+
+@routes.get("/repos/{repo}")
+async def repo_page(request: web.Request) -> web.Response:
+    name = request.match_info["repo"]
+    repo = request.app[CONFIG].repo(name)
+    if repo is None:
+        raise web.HTTPNotFound(text=f"no repo {name!r}")
+    store = request.app[STORE]
+    recent = [build_json(request, b) for b in await store.list_builds(repo=name, limit=RECENT)]
+    latest: dict[str, dict[str, Any]] = {}
+    for build in recent:
+        latest.setdefault(build["ref"], build)
+    return render(request, "repo.html", repo=repo, status=await store.repo_status(name),
+                  refs=list(latest.values()), builds=recent[:50])
 
 
 @routes.get("/builds/{id}")
@@ -56,6 +127,100 @@ async def build_page(request: web.Request) -> web.Response:
     logs = request.app[LOGS]
     for job in build["jobs"]:
         size = logs.size(job["id"])
-        job["log"] = logs.read(job["id"], max(0, size - LOG_TAIL), LOG_TAIL).decode(errors="replace")
-        job["log_cut"] = size > LOG_TAIL
-    return render("build.html", build=build)
+        end = int(request.query["before"]) if request.query.get("before", "").isdigit() else size
+        end = min(end, size)
+        start = max(0, end - LOG_PAGE)
+        data = logs.read(job["id"], start, end - start)
+        if start > 0:  # begin at a whole line
+            cut = data.find(b"\n") + 1
+            data, start = data[cut:], start + cut
+        lines, offset = [], start
+        for raw in data.splitlines(keepends=True):
+            lines.append((offset, raw.decode(errors="replace").rstrip("\r\n")))
+            offset += len(raw)
+        job.update(log_lines=lines, log_start=start, log_end=start + len(data),
+                   numbered=start == 0, live=not JobState(job["state"]).finished)
+    return render(request, "build.html", build=build)
+
+
+# -- login and forms ------------------------------------------------------------------
+
+@routes.get("/login")
+async def login_form(request: web.Request) -> web.Response:
+    return render(request, "login.html", error=None, next=_next(request.query.get("next")))
+
+
+@routes.post("/login")
+async def login(request: web.Request) -> web.Response:
+    form = await request.post()
+    target = _next(str(form.get("next", "/")))
+    if not token_matches(request, str(form.get("token", ""))):
+        response = render(request, "login.html", error="That is not the token.", next=target)
+        response.set_status(401)
+        return response
+    response = web.HTTPSeeOther(target)
+    response.set_cookie(COOKIE, new_session(request), max_age=SESSION_S, httponly=True,
+                        samesite="Strict", path="/",
+                        secure=request.app[CONFIG].server.public_url.startswith("https:"))
+    raise response
+
+
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.Response:
+    await _form(request)
+    response = web.HTTPSeeOther("/")
+    response.del_cookie(COOKIE, path="/")
+    raise response
+
+
+def _next(target: str | None) -> str:
+    """Only a path on this server: never an open redirect."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    return quote(target, safe="/?=&%-._~")
+
+
+async def _form(request: web.Request) -> dict[str, str]:
+    form = {k: str(v) for k, v in (await request.post()).items()}
+    check_form(request, form)
+    return form
+
+
+@routes.post("/builds/{id}/cancel")
+async def cancel_form(request: web.Request) -> web.Response:
+    await _form(request)
+    build = await load_build(request)
+    await request.app[SCHEDULER].cancel_build(build.id)
+    raise web.HTTPSeeOther(f"/builds/{build.id}")
+
+
+@routes.post("/builds/{id}/rebuild")
+async def rebuild_form(request: web.Request) -> web.Response:
+    await _form(request)
+    try:
+        build = await request.app[PLANNER].rebuild(await load_build(request))
+    except PlanError as e:
+        raise web.HTTPUnprocessableEntity(text=str(e)) from None
+    raise web.HTTPSeeOther(f"/builds/{build.id}")
+
+
+@routes.post("/repos/{repo}/trigger")
+async def trigger_form(request: web.Request) -> web.Response:
+    form = await _form(request)
+    repo = request.app[CONFIG].repo(request.match_info["repo"])
+    if repo is None:
+        raise web.HTTPNotFound(text="no such repo")
+    try:
+        build = await request.app[PLANNER].manual(repo, form.get("ref") or None, None)
+    except PlanError as e:
+        raise web.HTTPUnprocessableEntity(text=str(e)) from None
+    raise web.HTTPSeeOther(f"/builds/{build.id}")
+
+
+@routes.post("/hosts/{name}/{action:drain|resume}")
+async def host_form(request: web.Request) -> web.Response:
+    await _form(request)
+    name = request.match_info["name"]
+    host_json(request, name)  # 404 for an unknown host
+    await request.app[SCHEDULER].drain(name, request.match_info["action"] == "drain")
+    raise web.HTTPSeeOther("/hosts")
