@@ -297,6 +297,15 @@ class Store:
                 f"SELECT state FROM builds WHERE {where} ORDER BY id DESC LIMIT 1", *args)
         return None if row is None else JobState(row[0])
 
+    async def latest_per_ref(self, repo: str, limit: int = 50) -> list[Build]:
+        """The newest build of each of a repo's refs, most recently built refs first."""
+        async with self._lock:
+            rows = await self._all(
+                "SELECT b.* FROM builds b JOIN (SELECT MAX(id) AS id FROM builds"
+                " WHERE repo = ? GROUP BY ref) newest ON b.id = newest.id"
+                " ORDER BY b.id DESC LIMIT ?", repo, limit)
+            return await self._with_jobs(rows)
+
     async def counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """Builds and jobs by state."""
         async with self._lock:

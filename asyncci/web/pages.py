@@ -26,7 +26,6 @@ from .keys import CONFIG, LOGS, PLANNER, SCHEDULER, STORE
 
 routes = web.RouteTableDef()
 LOG_PAGE = 64 * 1024  # bytes of log a page shows at once: a 50 MB log is never one page
-RECENT = 500  # builds scanned for a repo's branches
 
 
 def resource_dir(name: str) -> Path:
@@ -113,12 +112,11 @@ async def repo_page(request: web.Request) -> web.Response:
     if repo is None:
         raise web.HTTPNotFound(text=f"no repo {name!r}")
     store = request.app[STORE]
-    recent = [build_json(request, b) for b in await store.list_builds(repo=name, limit=RECENT)]
-    latest: dict[str, dict[str, Any]] = {}
-    for build in recent:
-        latest.setdefault(build["ref"], build)
+    refs = await store.latest_per_ref(name, 30)
+    builds = await store.list_builds(repo=name, limit=25)
     return render(request, "repo.html", repo=repo, status=await store.repo_status(name),
-                  refs=list(latest.values()), builds=recent[:50])
+                  refs=[build_json(request, b) for b in refs],
+                  builds=[build_json(request, b) for b in builds])
 
 
 @routes.get("/builds/{id}")
