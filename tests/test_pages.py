@@ -39,11 +39,15 @@ async def login(http: aiohttp.ClientSession) -> str:
 async def test_every_page_renders_real_data_and_keeps_hostile_text_as_text(
     config_for: Callable[..., Path], repo: GitRepo
 ) -> None:
+    repo.git("checkout", "-q", "-b", "x<b>bold-branch</b>")
     repo.commit(HOSTILE)
     script = "printf '\\033[31mred\\033[0m <b>bold</b>\\n'; echo line two"
     async with running_server(config_for(script)) as server, api_for(server) as api:
-        build = (await api.call("POST", "/api/repos/demo/builds", {"ref": "main"}))[1]
+        build = (await api.call("POST", "/api/repos/demo/builds",
+                                {"ref": "x<b>bold-branch</b>"}))[1]
         await api.build(build["id"])
+        await api.call("POST", "/api/hosts/local/drain")
+        queued = (await api.call("POST", "/api/repos/demo/builds", {"ref": "main"}))[1]
         async with browser(api) as http:
             pages = {}
             for path in ("/", "/queue", "/hosts", "/repos/demo", f"/builds/{build['id']}",
@@ -63,6 +67,8 @@ async def test_every_page_renders_real_data_and_keeps_hostile_text_as_text(
     assert '<span class="c-red">red</span> &lt;b&gt;bold&lt;/b&gt;' in page
     assert re.search(r'href="#j\d+-\d+">2</a>', page)  # numbered, linkable lines
     assert "passed" in pages["/"] and "demo" in pages["/repos/demo"]
+    assert "x&lt;b&gt;bold-branch&lt;/b&gt;" in pages["/repos/demo"] and "<b>bold" not in page
+    assert f"#{queued['id']} build" in pages["/queue"] and "host draining" in pages["/queue"]
     assert "Log in" in page and 'action="/builds/' not in page  # no forms without a session
 
 

@@ -239,7 +239,12 @@ def _sse(event: str, text: str, event_id: int | None) -> bytes:
 
 @routes.get("/api/queue")
 async def queue(request: web.Request) -> web.Response:
-    waiting = request.app[SCHEDULER].waiting()
+    return web.json_response({"jobs": await queue_json(request)})
+
+
+async def queue_json(request: web.Request, limit: int | None = None) -> list[dict[str, Any]]:
+    """Queued jobs in pick order with their position, wait reason and wait so far."""
+    waiting = request.app[SCHEDULER].waiting()[:limit]
     active = {a.job.id: a for a in await request.app[STORE].active_jobs()}
     now = utcnow()
     jobs = []
@@ -254,7 +259,7 @@ async def queue(request: web.Request) -> web.Response:
             "event": found.build.event, "position": w.position, "reason": w.reason,
             "waited_s": round((now - queued_at).total_seconds(), 3),
         })
-    return web.json_response({"jobs": jobs})
+    return jobs
 
 
 def host_json(request: web.Request, name: str) -> dict[str, Any]:

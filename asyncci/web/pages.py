@@ -20,7 +20,7 @@ from markupsafe import Markup
 from ..model import JobState, utcnow
 from ..planner import PlanError
 from .ansi import ansi_to_html
-from .api import build_json, host_json, load_build
+from .api import build_json, host_json, load_build, queue_json
 from .auth import COOKIE, SESSION_S, check_form, csrf_token, has_session, new_session, token_matches
 from .keys import CONFIG, LOGS, PLANNER, SCHEDULER, STORE
 
@@ -70,11 +70,6 @@ def render(request: web.Request, name: str, **context: Any) -> web.Response:
     return web.Response(text=html, content_type="text/html")
 
 
-def waiting_json(request: web.Request, limit: int | None = None) -> list[dict[str, Any]]:
-    return [{"position": w.position, "job_id": w.job.job_id, "repo": w.job.repo,
-             "reason": w.reason} for w in request.app[SCHEDULER].waiting()[:limit]]
-
-
 async def running_jobs(request: web.Request) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     builds = await request.app[STORE].list_builds(state="running", limit=100)
     return [(b, j) for b in (build_json(request, b) for b in builds)
@@ -86,7 +81,7 @@ async def dashboard(request: web.Request) -> web.Response:
     store, scheduler = request.app[STORE], request.app[SCHEDULER]
     return render(
         request, "index.html",
-        running=await running_jobs(request), waiting=waiting_json(request, 20),
+        running=await running_jobs(request), waiting=await queue_json(request, 20),
         queued=len(scheduler.queue),
         builds=[build_json(request, b) for b in await store.list_builds(limit=25)],
         hosts=[host_json(request, n) for n in scheduler.hosts],
@@ -95,7 +90,7 @@ async def dashboard(request: web.Request) -> web.Response:
 
 @routes.get("/queue")
 async def queue_page(request: web.Request) -> web.Response:
-    return render(request, "queue.html", waiting=waiting_json(request, 1000),
+    return render(request, "queue.html", waiting=await queue_json(request, 1000),
                   queued=len(request.app[SCHEDULER].queue))
 
 
