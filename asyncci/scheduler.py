@@ -166,8 +166,6 @@ class Scheduler:
             self.queue.started(build.repo)
             self._spawn(active, host, attach=True)
             reattached += 1
-            if job.cancel_requested:
-                self._stop(job.id, JobState.CANCELLED, job.reason or "cancelled")
         log.info("recovered queued=%d reattached=%d", len(self.queue), reattached)
         self.wake()
 
@@ -224,6 +222,9 @@ class Scheduler:
             job_log.note(f"[asyncci] attempt {job.attempt} on {host.name} slot {job.slot}"
                          f" at {build.sha}")
         running = self._running[job.id] = Running(run, host, build.repo)
+        # A cancel (or a restart's pending one) that came before the job was listening.
+        if (reason := await self._store.cancel_reason(job.id)) is not None:
+            self._stop(job.id, JobState.CANCELLED, reason)
         timer = None
         if job.spec.timeout:
             started = job.started_at or utcnow()

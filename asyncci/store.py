@@ -503,10 +503,12 @@ class Store:
             (now, outcome, reason, job_id, attempt),
         )
 
-    async def cancel_requested(self, job_id: int) -> bool:
+    async def cancel_reason(self, job_id: int) -> str | None:
+        """Why a running job was asked to stop, if it was."""
         async with self._lock:
-            row = await self._one("SELECT cancel_requested FROM jobs WHERE id = ?", job_id)
-        return bool(row and row[0])
+            row = await self._one(
+                "SELECT reason FROM jobs WHERE id = ? AND cancel_requested = 1", job_id)
+        return None if row is None else str(row[0] or "cancelled")
 
     async def expire_logs(self, before: datetime) -> list[int]:
         """Jobs finished before `before` whose logs are to be deleted (each named once)."""

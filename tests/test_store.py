@@ -99,7 +99,8 @@ async def test_supersede_cancels_queued_and_marks_running(tmp_path: Path) -> Non
         second = await store.enqueue_build(request("2" * 40, "k2"), [SPEC], True)
         assert second.cancelled == [first.jobs[1].id]
         assert second.stopping == [first.jobs[0].id]
-        assert await store.cancel_requested(first.jobs[0].id)
+        assert await store.cancel_reason(first.jobs[0].id) == "superseded by build 3"
+        assert await store.cancel_reason(first.jobs[1].id) is None
         kept = await store.get_build(manual.id)
         assert kept is not None and kept.state is JobState.QUEUED  # manual is never superseded
         other = await store.enqueue_build(request("3" * 40, "k3", ref="refs/heads/x"), [SPEC], True)
