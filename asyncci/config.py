@@ -1,54 +1,82 @@
-"""The config file (TOML) → frozen dataclasses, with every error found at once.
+"""The config file (TOML) → frozen dataclasses, with every error found in one pass.
 
-Errors read `PATH:KEY: message`, array indexes from 0; unknown keys are errors. Secrets are
-read here from the environment variables or files the config names, never from the file
-itself. Nothing else is read or touched: callers exit on `ConfigError` before acting.
+Errors read `PATH:KEY: message`, array indexes from 0; unknown keys are errors. Secrets
+are read here, from the environment variables or files that the config names, never from
+the config itself. This module reads the config file and those secret files and nothing
+else; it never writes: callers exit on `ConfigError` before touching anything.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import date, time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 NAME_RE = re.compile(r"[a-zA-Z0-9._-]+")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MIN_SECRET = 4  # SPEC §5: shorter values can't be masked without garbling the log
+MAX_DURATION = 1000 * 365 * 86400  # longer overflows datetime arithmetic (year 1..9999)
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE_RE = re.compile(r"(\d+)\s*([KMG]i?B|B)?")
 _SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9,
                "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
-MIN_SECRET = 4  # SPEC §5: shorter values can't be masked without garbling the log
+T = TypeVar("T")
+D = TypeVar("D")
 
 
 class ConfigError(Exception):
+    """One or more problems in the config, each a `PATH:KEY: message` line."""
+
     def __init__(self, errors: list[str]) -> None:
         super().__init__("\n".join(errors))
         self.errors = errors
 
 
-def parse_duration(value: object) -> float:
-    """"90s", "5m", "2h", "30d", "1h30m" or an integer of seconds."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return float(value)
+def _show(value: object) -> str:
+    """A value as TOML writes it: `"four"`, `true`, `["a", 1]`, `{ env = 1 }`, `1979-05-27`."""
     if isinstance(value, str):
-        text = value.strip()
-        if text.isdigit():
-            return float(text)
-        parts = _DURATION_RE.findall(text)
-        if parts and "".join(n + u for n, u in parts) == text:
-            return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    raise ValueError(f'must be a duration like "90s", "5m" or "2h", got {_show(value)}')
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_show, value)) + "]"
+    if isinstance(value, dict):
+        items = ", ".join(f"{_key('', k)} = {_show(v)}" for k, v in value.items())
+        return "{ " + items + " }" if items else "{}"
+    if isinstance(value, (date, time)):
+        return value.isoformat()
+    return repr(value)  # int, float (inf and nan read as in TOML)
+
+
+def parse_duration(value: object) -> float:
+    """"90s", "5m", "2h", "30d", "1h30m", "0", or an integer of seconds."""
+    seconds: float | None = None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        seconds = float(min(value, MAX_DURATION + 1))
+    elif isinstance(value, str):
+        if value.isdecimal():
+            seconds = float(value)
+        elif (parts := _DURATION_RE.findall(value)) and "".join(n + u for n, u in parts) == value:
+            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if seconds is None:
+        raise ValueError(f'must be a duration like "90s", "5m" or "2h", got {_show(value)}')
+    if seconds > MAX_DURATION:
+        raise ValueError(f"must be a duration of at most 1000 years, got {_show(value)}")
+    return seconds
 
 
 def parse_size(value: object) -> int:
-    """"50MB" (decimal), "50MiB" (binary), "100B" or an integer of bytes."""
+    """"50MB" (decimal), "50MiB" (binary), "100B", or an integer of bytes."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     if isinstance(value, str) and (m := _SIZE_RE.fullmatch(value.strip())) and int(m[1]) > 0:
@@ -58,18 +86,14 @@ def parse_size(value: object) -> int:
 
 @lru_cache(maxsize=1024)
 def _glob(pattern: str) -> re.Pattern[str]:
-    parts = re.split(r"(\*\*|\*|\?)", pattern)
     regex = {"**": ".*", "*": "[^/]*", "?": "[^/]"}
+    parts = re.split(r"(\*\*|\*|\?)", pattern)
     return re.compile("".join(regex.get(p, re.escape(p)) for p in parts))
 
 
 def branch_matches(pattern: str, branch: str) -> bool:
     """SPEC §2 globs: `*` and `?` stop at `/`, `**` crosses it."""
     return _glob(pattern).fullmatch(branch) is not None
-
-
-def _show(value: object) -> str:
-    return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
 @dataclass(frozen=True)
@@ -108,6 +132,8 @@ class HostConfig:
     known_hosts: Path | None
     slots: int
     labels: tuple[str, ...]
+    # A string, not a Path: for an SSH host it is a path on the host (relative to the
+    # remote home when not absolute), which this machine's Path must not reinterpret.
     workdir: str
     slot_env: Mapping[str, str]
     prepare: str | None
@@ -155,282 +181,269 @@ class Config:
         return next((r for r in self.repos if r.name == name), None)
 
 
-_MISSING = object()
-
-
-class _Table:
-    """One TOML table being read: each getter records an error under its key and returns
-    a default, so one pass over the file finds every problem."""
-
-    def __init__(self, reader: _Reader, data: Any, key: str) -> None:
-        self.reader, self.key = reader, key
-        self.data: dict[str, Any] = data if isinstance(data, dict) else {}
-        if not isinstance(data, dict):
-            reader.error(key, f"must be a table, got {_show(data)}")
-        self.seen: set[str] = set()
-
-    def sub(self, name: str) -> str:
-        return f"{self.key}.{name}" if self.key else name
-
-    def get(self, name: str, default: Any, convert: Callable[[Any], Any]) -> Any:
-        self.seen.add(name)
-        value = self.data.get(name, _MISSING)
-        if value is _MISSING:
-            return default
-        try:
-            return convert(value)
-        except ValueError as e:
-            self.reader.error(self.sub(name), str(e))
-            return default
-
-    def done(self) -> None:
-        for name in self.data.keys() - self.seen:
-            self.reader.error(self.sub(name), "unknown key")
+def _key(parent: str, name: str) -> str:
+    name = name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else _show(name)
+    return f"{parent}.{name}" if parent else name
 
 
 class _Reader:
-    def __init__(self, path: Path, environ: Mapping[str, str]) -> None:
-        self.path, self.environ, self.errors = path, environ, []  # type: ignore[var-annotated]
-        self.base = path.parent
+    """The errors found so far, and what reading needs: where relative paths start, and
+    the environment that secrets come from."""
+
+    def __init__(self, path: str, environ: Mapping[str, str]) -> None:
+        self.path, self.environ = path, environ
+        self.base = Path(path).parent
+        self.errors: list[str] = []
 
     def error(self, key: str, message: str) -> None:
         self.errors.append(f"{self.path}:{key}: {message}" if key else f"{self.path}: {message}")
 
-    def file_path(self, value: Any) -> Path:
-        return (self.base / Path(_str(value)).expanduser()).absolute()
+    def file(self, value: Any) -> Path:
+        try:
+            path = Path(_str(value)).expanduser()
+        except RuntimeError:  # "~user" of no such user, or no home directory
+            raise ValueError(f"cannot expand ~ in {_show(value)}") from None
+        return (self.base / path).absolute()
 
-    def env_value(self, name: str | None) -> str | None:
-        return self.environ.get(name) or None if name else None
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string, got {_show(value)}")
-    return value
+    def env(self, variable: str | None) -> str | None:
+        return (self.environ.get(variable) or None) if variable else None
 
 
-def _nonempty(value: Any) -> str:
-    if not _str(value).strip():
-        raise ValueError("must not be empty")
-    return str(value)
+class _Table:
+    """One TOML table: each getter records a bad value under its key and returns the
+    default instead, so one pass finds every problem; `done` reports the unknown keys."""
+
+    def __init__(self, reader: _Reader, data: dict[str, Any], key: str) -> None:
+        self.reader, self.data, self.key = reader, data, key
+        self.seen: set[str] = set()
+
+    def sub(self, name: str) -> str:
+        return _key(self.key, name)
+
+    def error(self, name: str, message: str) -> None:
+        self.reader.error(self.sub(name), message)
+
+    def get(self, name: str, default: D, convert: Callable[[Any], T]) -> T | D:
+        self.seen.add(name)
+        if name not in self.data:
+            return default
+        try:
+            return convert(self.data[name])
+        except ValueError as e:
+            self.error(name, str(e))
+            return default
+
+    def required(self, name: str, convert: Callable[[Any], str]) -> str:
+        if name not in self.data:
+            self.error(name, "required")
+        return self.get(name, "", convert)
+
+    def done(self) -> None:
+        for name in self.data:
+            if name not in self.seen:
+                self.error(name, "unknown key")
 
 
-def _name(value: Any) -> str:
-    if not NAME_RE.fullmatch(_str(value)):
-        raise ValueError(f"must match [a-zA-Z0-9._-]+, got {_show(value)}")
-    return str(value)
+def _table(reader: _Reader, data: Any, key: str) -> _Table:
+    if not isinstance(data, dict):
+        reader.error(key, f"must be a table, got {_show(data)}")
+        data = {}
+    return _Table(reader, data, key)
 
 
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, got {_show(value)}")
-    return value
-
-
-def _int(low: int, what: str) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+def _check(kind: type[T], what: str, ok: Callable[[T], object] | None = None
+           ) -> Callable[[Any], T]:
+    """A converter that lets a value of type `kind` pass when `ok(value)`: TOML already
+    typed it, so checking is all there is to do (a bool is not taken for an int)."""
+    def convert(value: Any) -> T:
+        if (not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool)
+                or (ok is not None and not ok(value))):
             raise ValueError(f"must be {what}, got {_show(value)}")
         return value
     return convert
 
 
-def _positive(value: Any) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+_str = _check(str, "a string")
+_nonempty = _check(str, "a non-empty string", str.strip)
+_name = _check(str, "a name of [a-zA-Z0-9._-]+", NAME_RE.fullmatch)
+_bool = _check(bool, "true or false")
+_positive_int = _check(int, "a positive integer", lambda v: v > 0)
+_count = _check(int, "an integer >= 0", lambda v: v >= 0)
+_port = _check(int, "a port number (1-65535)", lambda v: 0 < v < 65536)
+_host_type = _check(str, '"local" or "ssh"', lambda v: v in ("local", "ssh"))
+_schedule = _check(str, "a cron expression of 5 fields", lambda v: len(v.split()) == 5)
+_url = _check(str, "an http:// or https:// URL", re.compile(r"https?://[^/\s]+\S*").fullmatch)
+_github_repo = _check(str, '"owner/name"', re.compile(r"[\w.-]+/[\w.-]+").fullmatch)
+_labels = _check(list, "a list of non-empty strings",
+                 lambda v: all(isinstance(s, str) and s for s in v))
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(_labels(value))
+
+
+def _weight(value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
         raise ValueError(f"must be a positive number, got {_show(value)}")
     return float(value)
 
 
-def _port(value: Any) -> int:
-    port = _int(1, "a port number (1-65535)")(value)
-    if port > 65535:
-        raise ValueError(f"must be a port number (1-65535), got {value}")
-    return port
-
-
-def _strings(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ValueError(f"must be a list of strings, got {_show(value)}")
-    return tuple(value)
-
-
-def _env(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        raise ValueError(f"must be a table of strings, got {_show(value)}")
-    for k, v in value.items():
-        if not ENV_NAME_RE.fullmatch(k):
-            raise ValueError(f"{_show(k)} is not a valid environment variable name")
-        if not isinstance(v, str):
-            raise ValueError(f"{k} must be a string, got {_show(v)}")
-    return dict(value)
-
-
 def _listen(value: Any) -> tuple[str, int]:
-    host, sep, port = _str(value).rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    host, _, port = _str(value).rpartition(":")
+    if not host or not port.isdecimal() or not 0 < int(port) < 65536:
         raise ValueError(f'must be "host:port", got {_show(value)}')
     return host.strip("[]"), int(port)
 
 
-def _schedule(value: Any) -> str:
-    if len(_str(value).split()) != 5:
-        raise ValueError(f'must be a cron expression of 5 fields, got {_show(value)}')
-    return str(value)
-
-
-def _github_repo(value: Any) -> str:
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", _str(value)):
-        raise ValueError(f'must be "owner/name", got {_show(value)}')
-    return str(value)
-
-
-def _is_local_path(url: str) -> bool:
-    return "://" not in url and not re.match(r"^[\w.-]+@?[\w.-]*:", url)
+def _env_table(reader: _Reader, key: str, value: Any) -> Mapping[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a table of strings, got {_show(value)}")
+    env = {}
+    for name, text in value.items():
+        if not ENV_NAME_RE.fullmatch(name):
+            reader.error(_key(key, name), "is not a valid environment variable name")
+        elif not isinstance(text, str):
+            reader.error(_key(key, name), f"must be a string, got {_show(text)}")
+        else:
+            env[name] = text
+    return MappingProxyType(env)
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    path = Path(path)
-    reader = _Reader(path, os.environ if environ is None else environ)
+    """Read and check the whole config; raise `ConfigError` with every problem found."""
+    reader = _Reader(str(path), os.environ if environ is None else environ)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(Path(path).read_bytes().decode())
     except OSError as e:
         raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError([f"{path}: invalid TOML: {e}"]) from None
-    config = _read(reader, data)
-    if reader.errors:
-        raise ConfigError(reader.errors)
-    return config
-
-
-def _read(reader: _Reader, data: dict[str, Any]) -> Config:
     top = _Table(reader, data, "")
     server = _server(reader, top.get("server", {}, lambda v: v))
-    web = _Table(reader, top.get("web", {}, lambda v: v), "web")
-    web_config = WebConfig(
-        public=web.get("public", True, _bool),
-        token=reader.env_value(web.get("token_env", "ASYNCCI_TOKEN", _nonempty)),
-    )
+    web = _table(reader, top.get("web", {}, lambda v: v), "web")
+    web_config = WebConfig(public=web.get("public", True, _bool),
+                           token=reader.env(web.get("token_env", "ASYNCCI_TOKEN", _nonempty)))
     web.done()
     github = top.get("github", None, lambda v: _github(reader, v))
-    hosts = top.get("hosts", None, lambda v: _array(reader, v, "hosts", _host, server))
-    if not hosts:
-        hosts = (_local_default(server),) if hosts is None else hosts
+    hosts = top.get("hosts", (), lambda v: _array(reader, v, "hosts", _host, server))
     repos = top.get("repos", (), lambda v: _array(reader, v, "repos", _repo, server))
     top.done()
-    return Config(reader.path, server, web_config, github, hosts, repos)
+    if reader.errors:
+        raise ConfigError(reader.errors)
+    hosts = hosts or (HostConfig("local", True, None, 22, None, None, None, os.cpu_count() or 1,
+                                 (), str(server.data_dir / "work"), MappingProxyType({}),
+                                 None, 60.0),)
+    return Config(Path(path), server, web_config, github, hosts, repos)
 
 
-def _array(reader: _Reader, value: Any, key: str, read: Callable[..., Any], server: ServerConfig
-           ) -> tuple[Any, ...]:
+def _array(reader: _Reader, value: Any, key: str,
+           read: Callable[[_Reader, _Table, ServerConfig], T], server: ServerConfig
+           ) -> tuple[T, ...]:
     if not isinstance(value, list):
         raise ValueError(f"must be an array of tables ([[{key}]]), got {_show(value)}")
-    items, names = [], set()
-    for i, item in enumerate(value):
-        table = _Table(reader, item, f"{key}[{i}]")
-        result = read(reader, table, server)
+    items: list[T] = []
+    names: set[str] = set()
+    for i, data in enumerate(value):
+        if not isinstance(data, dict):
+            reader.error(f"{key}[{i}]", f"must be a table, got {_show(data)}")
+            continue
+        table = _Table(reader, data, f"{key}[{i}]")
+        items.append(read(reader, table, server))
         table.done()
-        if result.name in names:
-            reader.error(table.sub("name"), f"duplicate name {_show(result.name)}")
-        names.add(result.name)
-        items.append(result)
+        if isinstance(name := data.get("name"), str) and name in names:
+            table.error("name", f"duplicate name {_show(name)}")
+        elif isinstance(name, str):
+            names.add(name)
     return tuple(items)
 
 
 def _server(reader: _Reader, value: Any) -> ServerConfig:
-    t = _Table(reader, value, "server")
+    t = _table(reader, value, "server")
     host, port = t.get("listen", ("127.0.0.1", 8080), _listen)
-    result = ServerConfig(
+    url_host = f"[{host}]" if ":" in host else host
+    config = ServerConfig(
         listen_host=host,
         listen_port=port,
-        public_url=t.get("public_url", f"http://{host}:{port}", _nonempty).rstrip("/"),
-        data_dir=t.get("data_dir", reader.file_path("asyncci-data"), reader.file_path),
+        public_url=t.get("public_url", f"http://{url_host}:{port}", _url).rstrip("/"),
+        data_dir=t.get("data_dir", reader.file("asyncci-data"), reader.file),
         log_retention=t.get("log_retention", parse_duration("30d"), parse_duration),
         max_log_bytes=t.get("max_log_bytes", parse_size("50MB"), parse_size),
     )
     t.done()
-    return result
+    return config
 
 
 def _github(reader: _Reader, value: Any) -> GitHubConfig:
-    t = _Table(reader, value, "github")
-    app_id = t.get("app_id", None, _int(1, "a positive integer"))
-    key_file = t.get("private_key_file", None, reader.file_path)
+    t = _table(reader, value, "github")
+    app_id = t.get("app_id", None, _positive_int)
+    key_file = t.get("private_key_file", None, reader.file)
+    if (app_id is None) != (key_file is None):
+        t.error("app_id", "app_id and private_key_file go together")
     private_key = None
     if key_file is not None:
         try:
             private_key = key_file.read_text()
-        except OSError as e:
-            reader.error("github.private_key_file", f"cannot read {key_file}: {e.strerror}")
-    if (app_id is None) != (key_file is None):
-        reader.error("github.app_id", "app_id and private_key_file go together")
-    result = GitHubConfig(
-        webhook_secret=reader.env_value(
-            t.get("webhook_secret_env", "ASYNCCI_WEBHOOK_SECRET", _nonempty)),
-        token=reader.env_value(t.get("token_env", "GITHUB_TOKEN", _nonempty)),
+        except (OSError, ValueError) as e:
+            t.error("private_key_file",
+                    f"cannot read {key_file}: {getattr(e, 'strerror', None) or e}")
+    # A GitHub App makes its own tokens: only a token_env written out is read beside it.
+    token_env = t.get("token_env", "GITHUB_TOKEN" if app_id is None else None, _nonempty)
+    config = GitHubConfig(
+        webhook_secret=reader.env(t.get("webhook_secret_env", "ASYNCCI_WEBHOOK_SECRET",
+                                        _nonempty)),
+        token=reader.env(token_env),
         app_id=app_id,
         private_key=private_key,
-        api_url=t.get("api_url", "https://api.github.com", _nonempty).rstrip("/"),
+        api_url=t.get("api_url", "https://api.github.com", _url).rstrip("/"),
     )
     t.done()
-    return result
-
-
-def _local_default(server: ServerConfig) -> HostConfig:
-    return HostConfig("local", True, None, 22, None, None, None, os.cpu_count() or 1, (),
-                      str(server.data_dir / "work"), {}, None, 60.0)
+    return config
 
 
 def _host(reader: _Reader, t: _Table, server: ServerConfig) -> HostConfig:
-    name = t.get("name", "", _name)
-    if "name" not in t.data:
-        reader.error(t.sub("name"), "required")
-    kind = t.get("type", None, lambda v: v if v in ("local", "ssh") else _bad_type(v))
+    name = t.required("name", _name)
+    kind = t.get("type", None, _host_type)
     address = t.get("address", None, _nonempty)
     local = kind == "local" or (kind is None and address is None)
     if kind == "ssh" and address is None:
-        reader.error(t.sub("address"), "required for an SSH host")
-    if local and address is not None:
-        reader.error(t.sub("address"), "a local host has no address")
+        t.error("address", "required for an SSH host")
+    if kind == "local" and address is not None:
+        t.error("address", 'not allowed with type = "local"')
     workdir = t.get("workdir", None, _nonempty)
     if local:
-        workdir = str(reader.file_path(workdir) if workdir else server.data_dir / "work" / name)
+        workdir = str(reader.file(workdir) if workdir else server.data_dir / "work" / name)
     return HostConfig(
         name=name,
         local=local,
         address=address,
         port=t.get("port", 22, _port),
         user=t.get("user", None, _nonempty),
-        key_file=t.get("key_file", None, reader.file_path),
-        known_hosts=t.get("known_hosts", None, reader.file_path),
-        slots=t.get("slots", (os.cpu_count() or 1) if local else 1,
-                    _int(1, "a positive integer")),
+        key_file=t.get("key_file", None, reader.file),
+        known_hosts=t.get("known_hosts", None, reader.file),
+        slots=t.get("slots", (os.cpu_count() or 1) if local else 1, _positive_int),
         labels=t.get("labels", (), _strings),
         workdir=workdir or "asyncci-work",
-        slot_env=t.get("slot_env", {}, _env),
+        slot_env=t.get("slot_env", MappingProxyType({}),
+                       lambda v: _env_table(reader, t.sub("slot_env"), v)),
         prepare=t.get("prepare", None, _nonempty),
         grace=t.get("grace", 60.0, parse_duration),
     )
 
 
-def _bad_type(value: Any) -> str:
-    raise ValueError(f'must be "local" or "ssh", got {_show(value)}')
-
-
 def _repo(reader: _Reader, t: _Table, server: ServerConfig) -> RepoConfig:
-    name = t.get("name", "", _name)
-    if "name" not in t.data:
-        reader.error(t.sub("name"), "required")
-    url = t.get("url", "", _nonempty)
-    if "url" not in t.data:
-        reader.error(t.sub("url"), "required")
-    elif url and _is_local_path(url) and (reader.base / Path(url).expanduser()).exists():
-        url = str((reader.base / Path(url).expanduser()).resolve())
+    name = t.required("name", _name)
+    url = t.required("url", _nonempty)
+    # git's own rule: a colon before any slash makes a URL or scp-like "host:path".
+    if url and not re.match(r"[^/]*:", url):
+        try:
+            if (local := reader.file(url)).exists():
+                url = str(local.resolve())
+        except ValueError as e:
+            t.error("url", str(e))
     pipeline_file = t.get("pipeline_file", ".asyncci.toml", _str)
     script = t.get("script", "", _str)
     if not script.strip() and not pipeline_file:
-        reader.error(t.sub("script"), 'required when pipeline_file is ""')
-    timeout = t.get("timeout", 1800.0, parse_duration)
+        t.error("script", "required when pipeline_file is empty")
     return RepoConfig(
         name=name,
         url=url,
@@ -439,15 +452,15 @@ def _repo(reader: _Reader, t: _Table, server: ServerConfig) -> RepoConfig:
         poll=t.get("poll", 60.0, parse_duration),
         schedule=t.get("schedule", None, _schedule),
         github=t.get("github", None, _github_repo),
-        weight=t.get("weight", 1.0, _positive),
-        max_running=t.get("max_running", 0, _int(0, "an integer >= 0")),
-        retries=t.get("retries", 2, _int(0, "an integer >= 0")),
+        weight=t.get("weight", 1.0, _weight),
+        max_running=t.get("max_running", 0, _count),
+        retries=t.get("retries", 2, _count),
         labels=t.get("labels", (), _strings),
-        timeout=timeout or None,
+        timeout=t.get("timeout", 1800.0, parse_duration) or None,
         build_every_commit=t.get("build_every_commit", False, _bool),
         keep_superseded=t.get("keep_superseded", ("main", "master"), _strings),
         pipeline_file=pipeline_file,
-        env=t.get("env", {}, _env),
+        env=t.get("env", MappingProxyType({}), lambda v: _env_table(reader, t.sub("env"), v)),
         secrets=t.get("secrets", (), lambda v: _secrets(reader, t.sub("secrets"), v)),
         script=script,
     )
@@ -455,36 +468,34 @@ def _repo(reader: _Reader, t: _Table, server: ServerConfig) -> RepoConfig:
 
 def _secrets(reader: _Reader, key: str, value: Any) -> tuple[Secret, ...]:
     if not isinstance(value, dict):
-        raise ValueError(f'must be a table like {{ NAME = {{ env = "VAR" }} }}, got {_show(value)}')
+        raise ValueError('must be a table like { NAME = { env = "VAR" } }, got ' + _show(value))
     secrets = []
     for name, source in value.items():
-        where = f"{key}.{name}"
+        where = _key(key, name)
         if not ENV_NAME_RE.fullmatch(name):
             reader.error(where, "is not a valid environment variable name")
-            continue
-        if not isinstance(source, dict) or len(source) != 1 or not source.keys() <= {"env", "file"}:
-            reader.error(where, 'must be { env = "VAR" } or { file = "path" }')
-            continue
-        secret = _secret_value(reader, where, source)
-        if secret is None:
-            continue
-        if len(secret) < MIN_SECRET:
+        elif (not isinstance(source, dict) or len(source) != 1
+              or not all(isinstance(v, str) and v for v in source.values())
+              or not source.keys() <= {"env", "file"}):
+            reader.error(where, 'must be { env = "VAR" } or { file = "path" }, got '
+                                + _show(source))
+        elif (secret := _secret_value(reader, where, source)) is None:
+            pass
+        elif len(secret) < MIN_SECRET:
             reader.error(where, f"is shorter than {MIN_SECRET} characters: masking it in logs"
                                 " would garble them")
-            continue
-        secrets.append(Secret(name, secret))
+        else:
+            secrets.append(Secret(name, secret))
     return tuple(secrets)
 
 
-def _secret_value(reader: _Reader, where: str, source: dict[str, Any]) -> str | None:
+def _secret_value(reader: _Reader, where: str, source: dict[str, str]) -> str | None:
     if "env" in source:
-        variable = source["env"]
-        if not isinstance(variable, str) or variable not in reader.environ:
-            reader.error(where, f"environment variable {variable} is not set")
-            return None
-        return reader.environ[variable]
+        if source["env"] not in reader.environ:
+            reader.error(where, f"environment variable {source['env']} is not set")
+        return reader.environ.get(source["env"])
     try:
-        return reader.file_path(source["file"]).read_text().rstrip("\n")
-    except (OSError, ValueError) as e:
-        reader.error(where, f"cannot read {source['file']}: {getattr(e, 'strerror', e)}")
+        return reader.file(source["file"]).read_text().rstrip("\n")
+    except (OSError, ValueError) as e:  # ValueError: undecodable, or a NUL in the path
+        reader.error(where, f"cannot read {source['file']}: {getattr(e, 'strerror', None) or e}")
         return None

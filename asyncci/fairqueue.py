@@ -122,7 +122,15 @@ class FairQueue:
         if job is None:
             return False
         del self._entries[job_id]
-        self._dequeued(self._repos[job.repo])
+        repo = self._repos[job.repo]
+        self._dequeued(repo)
+        lane = repo.lanes.get(job.labels)
+        if lane is not None and len(lane) > 2 * repo.queued + 32:
+            # Mostly dead entries behind a head no host takes (cancelled while a gpu job
+            # waits, say) would pile up for good: rebuild the lane. More than half of it
+            # goes, each dropped entry paid for by its own remove(): O(1) amortised.
+            lane[:] = [e for e in lane if self._entries.get(e[1]) is e]
+            heapq.heapify(lane)
         return True
 
     def pick(self, host_labels: frozenset[str]) -> QueuedJob | None:

@@ -2,11 +2,12 @@
 from an offset, and waiting for more (what live viewers do).
 
 A log file is what users see: masked and capped. Beside it, `{id}.offset` records how many
-bytes of the host's raw `job.log` the file reflects, with the file size at that moment, so
-after a crash the file is cut back to that size and streaming resumes at that raw offset:
-nothing lost, nothing doubled. When a log passes `max_bytes`, its middle is replaced by a
-marker; readers holding an offset past the cut see the file shrink (they start over from
-the marker). Nothing here knows about jobs' states, hosts or HTTP.
+bytes of the host's raw `job.log` the file reflects together with the file's size and the
+bytes cut so far, so after a SIGKILL the file is cut back to that size and streaming
+resumes at that raw offset: nothing lost, nothing doubled. Past `max_bytes` the middle of
+a log is replaced by a marker; a reader holding an offset past the cut sees the file
+shrink (its offset then points into newer text). This module never knows about job
+states, hosts or HTTP, and never lets a secret reach a file, even split across chunks.
 """
 
 from __future__ import annotations
@@ -15,10 +16,18 @@ import asyncio
 import base64
 import os
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-_SIDECAR = "%020d %020d %020d\n"  # raw offset, file size, bytes cut: fixed width, one pwrite
+MASK = b"***"
+_META = "%020d %020d %020d\n"  # raw offset, file size, bytes cut: fixed width, one pwrite
+_MARKER = re.compile(rb"\n\[asyncci: (\d+) bytes cut from the middle of this log\]\n")
+_RECENTLY_CLOSED = 4096
+
+
+def _marker(cut: int) -> bytes:
+    return b"\n[asyncci: %d bytes cut from the middle of this log]\n" % cut
 
 
 def secret_forms(secret: str) -> set[bytes]:
@@ -28,24 +37,26 @@ def secret_forms(secret: str) -> set[bytes]:
     forms = {raw, raw.replace(b"\n", b"\r\n")}
     for shift in range(3):
         encoded = base64.b64encode(b"\0" * shift + raw)
-        # Characters mixing in bits of the bytes around the secret are not stable.
+        # The edge characters mix in bits of whatever surrounds the secret: not stable.
         stable = encoded[-(-8 * shift // 6):(8 * (shift + len(raw))) // 6]
-        if len(stable) >= 6:
+        if len(stable) >= 4:  # the same floor the config puts on secrets themselves
             forms |= {stable, stable.replace(b"+", b"-").replace(b"/", b"_")}
-    return {f for f in forms if f}
+    return forms
 
 
 class Masker:
-    """Replaces secrets by `***` in a byte stream. At a chunk border it holds back only the
-    end of the data that could begin a secret, so a live log never stalls on a line that
-    merely ended: a job that prints and then sleeps is seen at once."""
+    """Replaces secrets by `***` in a byte stream, as if it had seen the stream whole.
+
+    At a chunk border it holds back only an end of the data that begins some secret's
+    form, so a live log never stalls on a line that merely ended."""
 
     def __init__(self, secrets: Sequence[str]) -> None:
         forms = sorted({f for s in secrets if s for f in secret_forms(s)}, key=len, reverse=True)
-        self._pattern = re.compile(b"|".join(map(re.escape, forms))) if forms else None
-        self._starts = {f[:n] for f in forms for n in range(1, len(f))}
-        self._hold = max(map(len, forms), default=1) - 1
+        self._forms = forms
         self._held = b""
+        # Longest first: where one secret begins another, the longer one is masked whole.
+        self._pattern = re.compile(b"|".join(map(re.escape, forms))) if forms else None
+        self._short = {f[:n] for f in forms for n in range(1, min(len(f), 8))}
 
     @property
     def held(self) -> int:
@@ -54,127 +65,181 @@ class Masker:
     def feed(self, chunk: bytes) -> bytes:
         if self._pattern is None:
             return chunk
-        data = self._held + chunk
+        data = self._held + chunk if self._held else chunk
         safe = len(data) - self._unfinished(data)  # a match starting here or later might grow
-        out, pos = [], 0
-        for match in self._pattern.finditer(data):
-            if match.start() >= safe:
-                break
-            out += [data[pos:match.start()], b"***"]
+        # bytes.find per form is ~10x faster than a regex scan of an alternation; the
+        # pattern then picks the longest form at the leftmost start, as a whole scan would.
+        out, pos, end = [], 0, len(data)
+        found = [i if (i := data.find(f)) >= 0 else end for f in self._forms]
+        while (start := min(found)) < safe:
+            match = self._pattern.match(data, start)
+            assert match is not None
+            out += [data[pos:start], MASK]
             pos = match.end()
+            found = [i if i >= pos else j if (j := data.find(f, pos)) >= 0 else end
+                     for i, f in zip(found, self._forms)]
         cut = max(pos, safe)
         out.append(data[pos:cut])
         self._held = data[cut:]
         return b"".join(out)
 
-    def _unfinished(self, data: bytes) -> int:
-        """The length of the longest end of `data` that a secret's form begins with."""
-        for n in range(min(self._hold, len(data)), 0, -1):
-            if data[-n:] in self._starts:
-                return n
-        return 0
-
     def flush(self) -> bytes:
-        if self._pattern is None:
-            return b""
         data, self._held = self._held, b""
-        return self._pattern.sub(b"***", data)
+        return self._pattern.sub(MASK, data) if self._pattern and data else data
 
-
-def _marker(cut: int) -> bytes:
-    return b"\n[asyncci: %d bytes cut from the middle of this log]\n" % cut
+    def _unfinished(self, data: bytes) -> int:
+        """The length of the longest end of `data` that is a proper prefix of a form."""
+        end = best = len(data)
+        for form in self._forms:  # an end of 8 bytes or more: find where each form's head is
+            at = data.find(form[:8], max(0, end - len(form) + 1))
+            while 0 <= at < best and not form.startswith(data[at:]):
+                at = data.find(form[:8], at + 1)
+            best = at if 0 <= at < best else best
+        for n in range(min(7, end), end - best, -1):  # a shorter end
+            if data[end - n:] in self._short:
+                return n
+        return end - best
 
 
 class JobLog:
-    """The server's copy of one job's log, being written."""
+    """The server's copy of one job's log, being written. Not safe to share between two
+    writers; `Logs.open` after a restart picks up where the last saved state left off."""
 
     def __init__(self, logs: Logs, job_id: int, secrets: Sequence[str]) -> None:
-        self._logs = logs
-        self.job_id = job_id
-        self._path = logs.path(job_id)
+        self._logs, self.job_id = logs, job_id
         self._masker = Masker(secrets)
         self._max = logs.max_bytes
-        self._head = self._max // 2
-        self.raw_offset, size, self._cut = 0, 0, 0
-        self._sidecar = os.open(logs.directory / f"{job_id}.offset", os.O_RDWR | os.O_CREAT, 0o600)
-        saved = os.pread(self._sidecar, 64, 0).split()
+        self._head, self._keep = self._max // 2, max(1, self._max // 4)
+        self._journal = logs.directory / f"{job_id}.cut"
+        self._meta = os.open(logs.directory / f"{job_id}.offset", os.O_RDWR | os.O_CREAT, 0o600)
+        self._fd = os.open(logs.path(job_id), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        self._open = True
+        saved = os.pread(self._meta, 128, 0).split()
         if len(saved) == 3:
-            self.raw_offset, size, self._cut = map(int, saved)
-        elif self._path.exists():
-            size = self._path.stat().st_size
-        self._file = open(self._path, "ab")  # noqa: SIM115 - lives as long as the job
-        self._file.truncate(size)  # what a crash wrote past the last saved offset goes
-        self._size = size
+            self._raw, self._size, self._cut = map(int, saved)
+            self._replay_cut()
+        else:  # a new log, or one kept from before: go on after what is there
+            self._raw, self._size = 0, os.fstat(self._fd).st_size
+            found = _MARKER.match(os.pread(self._fd, 80, self._head))
+            self._cut = int(found[1]) if found else 0
+        os.ftruncate(self._fd, self._size)  # what a crash wrote past the saved state goes
+        self._newline = self._size == 0 or os.pread(self._fd, 1, self._size - 1) == b"\n"
+
+    @property
+    def raw_offset(self) -> int:
+        """Bytes of the host's raw log that the file reflects: where streaming resumes."""
+        return self._raw
+
+    @raw_offset.setter
+    def raw_offset(self, value: int) -> None:  # a new attempt streams a new raw log
+        self._raw = value
+        self._save()
 
     def write(self, raw: bytes) -> None:
-        fed = self.raw_offset + self._masker.held + len(raw)
-        self._append(self._masker.feed(raw))
-        self.raw_offset = fed - self._masker.held
+        held = self._masker.held
+        out = self._masker.feed(raw)
+        self._raw += len(raw) + held - self._masker.held
+        self._append(out)
         self._save()
 
     def note(self, text: str) -> None:
         """A line from asyncci itself; it is not part of the host's stream."""
-        self._append(b"" if self._size == 0 else b"\n")
-        self._append(text.encode() + b"\n")
+        line = text.encode() + b"\n"
+        self._append(line if self._newline else b"\n" + line)
         self._save()
 
     def finish(self) -> None:
-        self._append(self._masker.flush())
+        """The job is done: write what the masker held back and close the log for good."""
+        held = self._masker.held
+        out = self._masker.flush()
+        self._raw += held
+        self._append(out)
         self._save()
         self.close()
         self._logs.close(self.job_id)
 
     def close(self) -> None:
-        """Stop writing (the job goes on elsewhere, or the server stops)."""
-        if not self._file.closed:
-            self._file.close()
-            os.close(self._sidecar)
+        """Stop writing, keeping the saved state (the job goes on, or the server stops)."""
+        if self._open:
+            self._open = False
+            os.close(self._fd)
+            os.close(self._meta)
 
     def _save(self) -> None:
-        self._file.flush()
-        os.pwrite(self._sidecar, (_SIDECAR % (self.raw_offset, self._size, self._cut)).encode(), 0)
-        self._logs.changed(self.job_id)
+        os.pwrite(self._meta, (_META % (self._raw, self._size, self._cut)).encode(), 0)
+        self._logs._wake(self.job_id)
 
     def _append(self, data: bytes) -> None:
-        if not data:
-            return
-        if self._size + len(data) <= self._max:
-            self._file.write(data)
+        if self._size + len(data) > self._max:
+            if self._size < self._head:
+                fill = self._head - self._size
+                self._put(data[:fill])
+                data = data[fill:]
+            after = self._size - self._head - (len(_marker(self._cut)) if self._cut else 0)
+            if after + len(data) > self._keep:
+                return self._cut_middle(data, after + len(data))
+        self._put(data)
+
+    def _put(self, data: bytes) -> None:
+        if data:
+            os.write(self._fd, data)
             self._size += len(data)
+            self._newline = data.endswith(b"\n")
+
+    def _cut_middle(self, data: bytes, after: int) -> None:
+        """Keep the head, a marker counting every byte cut, and the last quarter. Each cut
+        copies at most max/4 bytes after at least max/4 new ones: linear cost overall."""
+        tail = data[-self._keep:]
+        if len(tail) < self._keep:
+            need = self._keep - len(tail)
+            tail = os.pread(self._fd, need, self._size - need) + tail
+        self._cut += after - self._keep
+        end = _marker(self._cut) + tail
+        # The new end goes to a journal before the saved state names it, so a crash at any
+        # point leaves either the old state or one `_replay_cut` completes.
+        journal = os.open(self._journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(journal, end)
+        finally:
+            os.close(journal)
+        self._size = self._head + len(end)
+        self._save()
+        self._rewrite_end(end)
+
+    def _replay_cut(self) -> None:
+        try:
+            end = self._journal.read_bytes()
+        except FileNotFoundError:
             return
-        # Over the cap: keep the head, a marker, and the last quarter; each cut copies at
-        # most max/4 bytes after at least max/4 new ones, so the cost stays linear.
-        self._file.flush()
-        with open(self._path, "rb") as f:
-            content = f.read()
-        head = content[: self._head]
-        rest = content[self._head:]
-        if self._cut:
-            rest = rest[len(_marker(self._cut)):]
-        rest += data
-        if len(head) < self._head:
-            fill = self._head - len(head)
-            head, rest = head + rest[:fill], rest[fill:]
-        keep = self._max // 4
-        self._cut += max(0, len(rest) - keep)
-        self._file.truncate(0)
-        self._file.write(head + _marker(self._cut) + rest[-keep:])
-        self._size = self._file.tell()
+        if self._cut and end.startswith(_marker(self._cut)) and self._head + len(end) == self._size:
+            self._rewrite_end(end)  # the saved state already counts this cut
+        else:
+            self._journal.unlink()
+
+    def _rewrite_end(self, end: bytes) -> None:
+        os.ftruncate(self._fd, self._head)
+        os.write(self._fd, end)
+        self._newline = end.endswith(b"\n")
+        os.unlink(self._journal)
 
 
 class Logs:
+    """Owns data_dir/logs: `{id}.log`, and while a job runs `{id}.offset` (and briefly
+    `{id}.cut`). Wakes waiters when a log grows or is closed."""
+
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         directory.mkdir(parents=True, exist_ok=True)
         self._events: dict[int, asyncio.Event] = {}
-        self._closed: set[int] = set()
+        self._waiters: Counter[int] = Counter()
+        self._closed: dict[int, None] = {}  # recent ones, in order; a hint, the store knows
 
     def path(self, job_id: int) -> Path:
         return self.directory / f"{job_id}.log"
 
     def open(self, job_id: int, secrets: Sequence[str] = ()) -> JobLog:
-        self._closed.discard(job_id)
+        self._closed.pop(job_id, None)
         return JobLog(self, job_id, secrets)
 
     def size(self, job_id: int) -> int:
@@ -192,32 +257,38 @@ class Logs:
             return b""
 
     def delete(self, job_id: int) -> None:
-        for name in (f"{job_id}.log", f"{job_id}.offset"):
-            (self.directory / name).unlink(missing_ok=True)
-        self._closed.discard(job_id)
-
-    def changed(self, job_id: int) -> None:
-        event = self._events.pop(job_id, None)
-        if event is not None:
-            event.set()
+        for suffix in ("log", "offset", "cut"):
+            (self.directory / f"{job_id}.{suffix}").unlink(missing_ok=True)
+        self._closed.pop(job_id, None)
 
     def close(self, job_id: int) -> None:
         """The job is finished: its log is complete; wake every waiter for good."""
         (self.directory / f"{job_id}.offset").unlink(missing_ok=True)
-        if len(self._closed) > 10_000:  # only a hint for waiters; the store has the truth
-            self._closed.clear()
-        self._closed.add(job_id)
-        self.changed(job_id)
+        self._closed[job_id] = None
+        if len(self._closed) > _RECENTLY_CLOSED:
+            del self._closed[next(iter(self._closed))]
+        self._wake(job_id)
 
     def is_closed(self, job_id: int) -> bool:
+        """Closed in this process, recently: a hint for waiters; the store has the truth."""
         return job_id in self._closed
 
     async def wait(self, job_id: int, offset: int, timeout: float) -> None:
         """Return once the log is longer than `offset`, is closed, or `timeout` passed."""
-        if self.size(job_id) > offset or job_id in self._closed:
-            return
-        event = self._events.setdefault(job_id, asyncio.Event())
+        self._waiters[job_id] += 1
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                while self.size(job_id) <= offset and job_id not in self._closed:
+                    await self._events.setdefault(job_id, asyncio.Event()).wait()
         except TimeoutError:
             pass
+        finally:
+            self._waiters[job_id] -= 1
+            if not self._waiters[job_id]:
+                del self._waiters[job_id]
+                self._events.pop(job_id, None)
+
+    def _wake(self, job_id: int) -> None:
+        event = self._events.pop(job_id, None)
+        if event is not None:
+            event.set()

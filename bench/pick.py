@@ -1,9 +1,11 @@
 """Microseconds per FairQueue.pick() with 1k, 10k and 100k jobs queued over 50 repos.
 
-Steady state: each pick is followed by finished() and a fresh push, so the queue keeps its
-size; hosts with different label sets take turns. Prints the median over 20,000 picks,
-and how long one explain() of the whole queue takes. Run from the repository root:
-    .venv/bin/python bench/pick.py
+Steady state: each pick is followed by finished() and the push of a fresh job, so the
+queue keeps its size; hosts with different label sets take turns. A batch times 200 such
+cycles (pick + finished + push, so the figure is an upper bound for pick alone); the line
+shows the median batch, per pick, and the time of one explain() of the whole queue.
+SPEC §4: well under 100 µs at 100k, growing no faster than log n. Run from the repo root:
+    PYTHONPATH=. python bench/pick.py
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from asyncci.fairqueue import FairQueue, HostView, QueuedJob, Share  # noqa: E402
 
 REPOS = 50
-PICKS = 20_000
+BATCH = 200  # cycles per timed batch
+BATCHES = 100
 LABELS = [frozenset(), frozenset({"linux"}), frozenset({"gpu"}), frozenset({"linux", "arm"})]
 HOSTS = [frozenset({"linux", "gpu", "arm"}), frozenset({"linux"}), frozenset({"linux", "gpu"}),
          frozenset({"linux", "arm"})]
@@ -40,26 +43,28 @@ def measure(size: int, rng: random.Random) -> tuple[float, float]:
     for _ in range(size):
         push()
     clock = time.perf_counter_ns
-    timings = []
-    for n in range(PICKS):
-        host = HOSTS[n % len(HOSTS)]
+    batches, n = [], 0
+    for _ in range(BATCHES):
         started = clock()
-        picked = queue.pick(host)
-        timings.append(clock() - started)
-        if picked is not None:
-            queue.finished(picked.repo)
-            push()
+        for _ in range(BATCH):
+            picked = queue.pick(HOSTS[n % len(HOSTS)])
+            n += 1
+            if picked is not None:
+                queue.finished(picked.repo)
+                push()
+        batches.append((clock() - started) / BATCH)
+    assert len(queue) == size
     hosts = [HostView(f"h{i}", labels, True, False, 0) for i, labels in enumerate(HOSTS)]
     started = clock()
     queue.explain(hosts)
-    return statistics.median(timings) / 1e3, (clock() - started) / 1e6
+    return statistics.median(batches) / 1e3, (clock() - started) / 1e6
 
 
 def main() -> None:
     for size in (1_000, 10_000, 100_000):
         per_pick, explain_ms = measure(size, random.Random(size))
         print(f"pick  {size:>6} jobs  {REPOS} repos:  {per_pick:5.1f} µs/pick"
-              f"  (explain of all: {explain_ms:.0f} ms)")
+              f"  (explain: {explain_ms:.0f} ms)")
 
 
 if __name__ == "__main__":
