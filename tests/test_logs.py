@@ -262,7 +262,9 @@ def test_sigkill_while_writing_leaves_a_log_that_resumes_exactly(tmp_path: Path,
 
     def past_target() -> bool:
         assert writer.poll() is None, "the writer died"
-        return offset_file.exists() and int(offset_file.read_bytes().split()[0] or 0) >= target
+        # The file exists a moment before its first numbers are in it.
+        fields = offset_file.read_bytes().split() if offset_file.exists() else []
+        return bool(fields) and int(fields[0]) >= target
 
     try:
         until_sync(past_target, what="the writer to pass the target offset")
