@@ -122,6 +122,9 @@ class JobLog:
             self._raw, self._size = 0, os.fstat(self._fd).st_size
             found = _MARKER.match(os.pread(self._fd, 80, self._head))
             self._cut = int(found[1]) if found else 0
+            # Saved before the first write: a crash between that write and its save must
+            # find a state to cut the file back to, not take the written bytes as kept.
+            os.pwrite(self._meta, (_META % (self._raw, self._size, self._cut)).encode(), 0)
         os.ftruncate(self._fd, self._size)  # what a crash wrote past the saved state goes
         self._newline = self._size == 0 or os.pread(self._fd, 1, self._size - 1) == b"\n"
 
