@@ -32,6 +32,28 @@ async def test_migrates_an_empty_file_and_reopens(tmp_path: Path) -> None:
     assert {"builds", "jobs", "attempts", "outbox", "hosts", "heads"} <= tables
 
 
+async def test_an_older_file_is_upgraded_with_each_refs_newest_build(tmp_path: Path) -> None:
+    path = tmp_path / "asyncci.db"
+    with sqlite3.connect(path) as db:  # a file written by the first release
+        db.executescript(MIGRATIONS[0] + "PRAGMA user_version = 1;")
+        db.executemany(
+            "INSERT INTO builds (repo, ref, sha, event, pipeline, state, created_at)"
+            " VALUES ('r', ?, ?, 'poll', '[]', 'passed', '2026-01-01T00:00:00.000Z')",
+            [("refs/heads/main", "a" * 40), ("refs/heads/dev", "b" * 40),
+             ("refs/heads/main", "c" * 40)],
+        )
+    store = await Store.open(path)
+    try:
+        assert [(b.ref, b.sha[0]) for b in await store.latest_per_ref("r")] == [
+            ("refs/heads/main", "c"), ("refs/heads/dev", "b")]
+        await store.enqueue_build(request(sha="d" * 40, ref="refs/heads/dev"), [SPEC], True)
+        assert [(b.ref, b.sha[0]) for b in await store.latest_per_ref("r")] == [
+            ("refs/heads/dev", "d"), ("refs/heads/main", "c")]
+        assert await store.latest_per_ref("other") == []
+    finally:
+        await store.close()
+
+
 async def test_concurrent_identical_requests_make_one_build(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "db")
     try:
