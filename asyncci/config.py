@@ -104,6 +104,12 @@ class ServerConfig:
     data_dir: Path
     log_retention: float
     max_log_bytes: int
+    max_artifact_bytes: int
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Where each job's artifacts are kept, under its id (DESIGN's storage layout)."""
+        return self.data_dir / "artifacts"
 
 
 @dataclass(frozen=True)
@@ -325,8 +331,10 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
                            token=reader.env(web.get("token_env", "ASYNCCI_TOKEN", _nonempty)))
     web.done()
     github = top.get("github", None, lambda v: _github(reader, v))
-    hosts = top.get("hosts", (), lambda v: _array(reader, v, "hosts", _host, server))
-    repos = top.get("repos", (), lambda v: _array(reader, v, "repos", _repo, server))
+    hosts = top.get("hosts", (), lambda v: _array(reader, v, "hosts",
+                                                  lambda r, t: _host(r, t, server)))
+    repos = top.get("repos", (), lambda v: _array(reader, v, "repos",
+                                                  lambda r, t: _repo(r, t, server)))
     top.done()
     if reader.errors:
         raise ConfigError(reader.errors)
@@ -336,8 +344,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     return Config(Path(path), server, web_config, github, hosts, repos)
 
 
-def _array(reader: _Reader, value: Any, key: str,
-           read: Callable[[_Reader, _Table, ServerConfig], T], server: ServerConfig
+def _array(reader: _Reader, value: Any, key: str, read: Callable[[_Reader, _Table], T]
            ) -> tuple[T, ...]:
     if not isinstance(value, list):
         raise ValueError(f"must be an array of tables ([[{key}]]), got {_show(value)}")
@@ -348,7 +355,7 @@ def _array(reader: _Reader, value: Any, key: str,
             reader.error(f"{key}[{i}]", f"must be a table, got {_show(data)}")
             continue
         table = _Table(reader, data, f"{key}[{i}]")
-        items.append(read(reader, table, server))
+        items.append(read(reader, table))
         table.done()
         if isinstance(name := data.get("name"), str) and name in names:
             table.error("name", f"duplicate name {_show(name)}")
@@ -368,6 +375,7 @@ def _server(reader: _Reader, value: Any) -> ServerConfig:
         data_dir=t.get("data_dir", reader.file("asyncci-data"), reader.file),
         log_retention=t.get("log_retention", parse_duration("30d"), parse_duration),
         max_log_bytes=t.get("max_log_bytes", parse_size("50MB"), parse_size),
+        max_artifact_bytes=t.get("max_artifact_bytes", parse_size("1GB"), parse_size),
     )
     t.done()
     return config
@@ -499,3 +507,81 @@ def _secret_value(reader: _Reader, where: str, source: dict[str, str]) -> str | 
     except (OSError, ValueError) as e:  # ValueError: undecodable, or a NUL in the path
         reader.error(where, f"cannot read {source['file']}: {getattr(e, 'strerror', None) or e}")
         return None
+
+
+# -- the in-repo pipeline file (SPEC §2) --------------------------------------------------
+
+MAX_PIPELINE_JOBS = 100  # after matrix expansion: a typo in a matrix must not flood the queue
+
+
+@dataclass(frozen=True)
+class PipelineJob:
+    """One `[[jobs]]` table as written; the planner merges in the repo's defaults."""
+
+    name: str
+    script: str
+    labels: tuple[str, ...]
+    timeout: float | None  # None: the repo's timeout
+    env: Mapping[str, str]
+    artifacts: tuple[str, ...]
+    junit: tuple[str, ...]
+    matrix: tuple[tuple[str, tuple[str, ...]], ...]  # (key, values) in file order
+
+
+def load_pipeline(text: str, path: str) -> tuple[PipelineJob, ...]:
+    """Read and check a pipeline file's text, named `path` in errors (`FILE:jobs[2].timeout:
+    message`); raise `ConfigError` with every problem found."""
+    reader = _Reader(path, {})
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: invalid TOML: {e}"]) from None
+    top = _Table(reader, data, "")
+    jobs = top.get("jobs", (), lambda v: _array(reader, v, "jobs", _pipeline_job))
+    top.done()
+    if not jobs and ("jobs" not in data or not reader.errors):
+        reader.error("jobs", "at least one [[jobs]] table is required")
+    if (count := sum(math.prod(len(v) for _, v in j.matrix) for j in jobs)) > MAX_PIPELINE_JOBS:
+        reader.error("jobs", f"makes {count} jobs with its matrices; at most {MAX_PIPELINE_JOBS}")
+    if reader.errors:
+        raise ConfigError(reader.errors)
+    return jobs
+
+
+_job_name = _check(str, "a name of printable characters, at most 100",
+                   lambda v: 0 < len(v.strip()) and len(v) <= 100 and v.isprintable())
+_patterns = _check(list, "a list of non-empty one-line glob patterns",
+                   lambda v: all(isinstance(s, str) and s and s.isprintable() for s in v))
+
+
+def _pipeline_job(reader: _Reader, t: _Table) -> PipelineJob:
+    return PipelineJob(
+        name=t.required("name", _job_name),
+        script=t.required("script", _nonempty),
+        labels=t.get("labels", (), _strings),
+        timeout=t.get("timeout", None, parse_duration),
+        env=t.get("env", MappingProxyType({}), lambda v: _env_table(reader, t.sub("env"), v)),
+        artifacts=tuple(t.get("artifacts", [], _patterns)),
+        junit=tuple(t.get("junit", [], _patterns)),
+        matrix=t.get("matrix", (), lambda v: _matrix(reader, t.sub("matrix"), v)),
+    )
+
+
+def _matrix(reader: _Reader, key: str, value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a table of lists, got {_show(value)}")
+    axes = []
+    for name, values in value.items():
+        where = _key(key, name)
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            reader.error(where, "must be a name of letters, digits and _ (it names"
+                                " ASYNCCI_MATRIX_<KEY>)")
+        elif (not isinstance(values, list) or not values
+              or not all(isinstance(v, (str, int, float)) for v in values)):
+            reader.error(where, f"must be a non-empty list of values, got {_show(values)}")
+        else:
+            shown = tuple(v if isinstance(v, str) else _show(v) for v in values)
+            if len(set(shown)) < len(shown):
+                reader.error(where, f"has a value twice: {_show(values)}")
+            axes.append((name, shown))
+    return tuple(axes)

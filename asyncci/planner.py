@@ -72,8 +72,11 @@ class Planner:
         pr: int | None = None,
         fork: bool = False,
         specs: Sequence[JobSpec] | None = None,
+        base_ref: str | None = None,
     ) -> Enqueued:
-        """Plan a build of `commit`; `key` None always makes a new one (manual builds)."""
+        """Plan a build of `commit`; `key` None always makes a new one (manual builds).
+        `base_ref` (a pull request's target) defaults to the default branch for other
+        branches: their test results are compared with it."""
         if not is_sha(commit.sha):
             raise PlanError(f"not a commit sha: {commit.sha!r}")
         mirror = self._mirrors[repo.name]
@@ -95,6 +98,7 @@ class Planner:
             repo=repo.name, ref=ref, sha=commit.sha, event=event, trigger_key=key, pr=pr,
             message=commit.message, author=commit.author, fork=fork,
             github=repo.github if self._config.github else None,
+            base_ref=base_ref or self._base_of(repo, ref),
         )
         supersede = self._supersedes(repo, ref, event)
         result = await self._store.enqueue_build(request, specs, supersede, error)
@@ -103,6 +107,13 @@ class Planner:
                      result.build.id, repo.name, ref, commit.sha[:12], event, len(specs))
             self._on_enqueued(result)
         return result
+
+    def _base_of(self, repo: RepoConfig, ref: str) -> str | None:
+        try:
+            default = _full_ref(self.default_branch(repo))
+        except PlanError:  # no plain branch to compare with
+            return None
+        return default if ref.startswith("refs/heads/") and ref != default else None
 
     def _supersedes(self, repo: RepoConfig, ref: str, event: Event) -> bool:
         if repo.build_every_commit or event is Event.MANUAL or not ref:
@@ -145,7 +156,8 @@ class Planner:
         specs = await self._store.build_pipeline(build.id)
         commit = Commit(build.sha, build.message, build.author)
         return (await self.request(repo, build.ref, commit, Event.MANUAL, None, pr=build.pr,
-                                   fork=build.fork, specs=specs)).build
+                                   fork=build.fork, specs=specs, base_ref=build.base_ref)
+                ).build
 
     async def branch_build(
         self, repo: RepoConfig, ref: str, commit: Commit, event: Event = Event.POLL

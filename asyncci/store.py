@@ -19,7 +19,8 @@ from pathlib import Path
 
 import aiosqlite
 
-from .model import Attempt, Build, Event, Job, JobSpec, JobState, build_state, iso, utcnow
+from .model import (Artifact, Attempt, Build, Event, Job, JobSpec, JobState, TestOutcome,
+                    TestReport, TestResult, build_state, iso, utcnow)
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -100,6 +101,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX refs_newest ON refs (repo, build_id);
     INSERT INTO refs SELECT repo, ref, MAX(id) FROM builds GROUP BY repo, ref;
     """,
+    # What jobs leave behind: artifacts, and test outcomes compared with the base branch's.
+    """
+    ALTER TABLE builds ADD COLUMN base_ref TEXT;
+    ALTER TABLE jobs ADD COLUMN test_count INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE artifacts (
+        job_id INTEGER NOT NULL REFERENCES jobs (id), path TEXT NOT NULL,
+        size INTEGER NOT NULL, PRIMARY KEY (job_id, path)
+    );
+    CREATE TABLE tests (
+        job_id INTEGER NOT NULL REFERENCES jobs (id), name TEXT NOT NULL,
+        outcome TEXT NOT NULL, message TEXT NOT NULL
+    );
+    CREATE INDEX tests_job ON tests (job_id);
+    CREATE INDEX tests_name ON tests (name, job_id);
+    """,
 )
 
 
@@ -117,6 +133,7 @@ class BuildRequest:
     author: str = ""
     fork: bool = False
     github: str | None = None
+    base_ref: str | None = None  # what test results are compared with
 
 
 @dataclass
@@ -142,6 +159,21 @@ class OutboxItem:
     build: Build
     github: str
     state: JobState
+
+
+@dataclass(frozen=True)
+class TestRun:
+    """One test's outcome in one job: a line of its history."""
+
+    __test__ = False
+
+    build_id: int
+    job_id: int
+    ref: str
+    sha: str
+    outcome: TestOutcome
+    message: str
+    finished_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -230,10 +262,10 @@ class Store:
             state = JobState.QUEUED if specs else JobState.ERRORED
             cur = await self._db.execute(
                 "INSERT INTO builds (repo, ref, sha, event, pr, message, author, fork,"
-                " github, trigger_key, pipeline, error, state, created_at, finished_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " github, base_ref, trigger_key, pipeline, error, state, created_at,"
+                " finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (req.repo, req.ref, req.sha, str(req.event), req.pr, req.message,
-                 req.author, int(req.fork), req.github, req.trigger_key, pipeline,
+                 req.author, int(req.fork), req.github, req.base_ref, req.trigger_key, pipeline,
                  error if specs else error or "the build has no jobs",
                  str(state), now, None if specs else now),
             )
@@ -475,18 +507,27 @@ class Store:
     async def finish_job(
         self, job_id: int, attempt: int, state: JobState,
         exit_code: int | None = None, reason: str | None = None,
+        artifacts: Sequence[Artifact] = (), tests: Sequence[TestResult] = (),
     ) -> bool:
-        """running → a final state, only if this attempt is still the job's current one."""
+        """running → a final state, only if this attempt is still the job's current one;
+        what the attempt left behind is kept in the same transaction."""
         assert state.finished
         now = iso(utcnow())
         async with self._lock, self._tx():
             row = await self._one(
-                "UPDATE jobs SET state = ?, exit_code = ?, reason = ?, finished_at = ?"
-                " WHERE id = ? AND state = 'running' AND attempt = ? RETURNING build_id",
-                str(state), exit_code, reason, now, job_id, attempt,
+                "UPDATE jobs SET state = ?, exit_code = ?, reason = ?, finished_at = ?,"
+                " test_count = ? WHERE id = ? AND state = 'running' AND attempt = ?"
+                " RETURNING build_id",
+                str(state), exit_code, reason, now, len(tests), job_id, attempt,
             )
             if row is None:
                 return False
+            await self._db.executemany(
+                "INSERT INTO artifacts (job_id, path, size) VALUES (?,?,?)",
+                [(job_id, a.path, a.size) for a in artifacts])
+            await self._db.executemany(
+                "INSERT INTO tests (job_id, name, outcome, message) VALUES (?,?,?,?)",
+                [(job_id, t.name, str(t.outcome), t.message) for t in tests])
             await self._end_attempt(job_id, attempt, str(state), reason, now)
             await self._outbox_rows([job_id], state)
             await self._refresh_builds([row["build_id"]])
@@ -518,6 +559,49 @@ class Store:
             (now, outcome, reason, job_id, attempt),
         )
 
+    async def artifacts(self, job_id: int) -> list[Artifact]:
+        async with self._lock:
+            rows = await self._all(
+                "SELECT path, size FROM artifacts WHERE job_id = ? ORDER BY path", job_id)
+        return [Artifact(r[0], r[1]) for r in rows]
+
+    async def test_report(self, job_id: int) -> TestReport | None:
+        """A job's test results against the newest results of the job of the same name on
+        its build's base branch (SPEC §7); None for an unknown job."""
+        async with self._lock:
+            job = await self._one(
+                "SELECT j.name, b.id, b.repo, b.base_ref FROM jobs j"
+                " JOIN builds b ON b.id = j.build_id WHERE j.id = ?", job_id)
+            if job is None:
+                return None
+            results = await self._tests(job_id)
+            base = None
+            if job["base_ref"] is not None and results:
+                base = await self._one(
+                    "SELECT j.id, j.build_id FROM builds b JOIN jobs j ON j.build_id = b.id"
+                    " WHERE b.repo = ? AND b.ref = ? AND b.id != ? AND j.name = ?"
+                    " AND j.test_count > 0 ORDER BY b.id DESC LIMIT 1",
+                    job["repo"], job["base_ref"], job["id"], job["name"])
+            base_results = await self._tests(base["id"]) if base else []
+        return TestReport.compare(results, base["build_id"] if base else None, base_results)
+
+    async def _tests(self, job_id: int) -> list[TestResult]:
+        rows = await self._all(
+            "SELECT name, outcome, message FROM tests WHERE job_id = ? ORDER BY rowid", job_id)
+        return [TestResult(r[0], TestOutcome(r[1]), r[2]) for r in rows]
+
+    async def test_history(self, repo: str, job: str, test: str, limit: int = 50
+                           ) -> list[TestRun]:
+        """A test's outcomes in a repo's jobs of one name, newest first."""
+        async with self._lock:
+            rows = await self._all(
+                "SELECT b.id, j.id, b.ref, b.sha, t.outcome, t.message, j.finished_at"
+                " FROM tests t JOIN jobs j ON j.id = t.job_id JOIN builds b ON b.id = j.build_id"
+                " WHERE t.name = ? AND j.name = ? AND b.repo = ? ORDER BY t.job_id DESC LIMIT ?",
+                test, job, repo, limit)
+        return [TestRun(r[0], r[1], r[2], r[3], TestOutcome(r[4]), r[5], _time(r[6]))
+                for r in rows]
+
     async def cancel_reason(self, job_id: int) -> str | None:
         """Why a running job was asked to stop, if it was."""
         async with self._lock:
@@ -526,12 +610,15 @@ class Store:
         return None if row is None else str(row[0] or "cancelled")
 
     async def expire_logs(self, before: datetime) -> list[int]:
-        """Jobs finished before `before` whose logs are to be deleted (each named once)."""
-        async with self._lock:
+        """Jobs finished before `before` whose logs and artifacts are to be deleted (each
+        named once); their artifacts are no longer listed from now on."""
+        async with self._lock, self._tx():
             rows = await self._all(
                 "UPDATE jobs SET log_expired = 1 WHERE log_expired = 0"
                 " AND finished_at IS NOT NULL AND finished_at < ? RETURNING id", iso(before)
             )
+            await self._db.executemany(
+                "DELETE FROM artifacts WHERE job_id = ?", [(r[0],) for r in rows])
         return [r[0] for r in rows]
 
     # -- outbox ---------------------------------------------------------------------
@@ -622,7 +709,8 @@ def _build_from(r: sqlite3.Row) -> Build:
         id=r["id"], repo=r["repo"], ref=r["ref"], sha=r["sha"], event=Event(r["event"]),
         state=JobState(r["state"]), created_at=datetime.fromisoformat(r["created_at"]),
         pr=r["pr"], message=r["message"], author=r["author"], fork=bool(r["fork"]),
-        error=r["error"], started_at=_time(r["started_at"]), finished_at=_time(r["finished_at"]),
+        error=r["error"], base_ref=r["base_ref"], started_at=_time(r["started_at"]),
+        finished_at=_time(r["finished_at"]),
     )
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
-from asyncci.model import Event, JobSpec, JobState
+from asyncci.model import Artifact, Event, JobSpec, JobState, TestOutcome, TestResult, utcnow
 from asyncci.store import MIGRATIONS, BuildRequest, Store
 
 SHA = "a" * 40
@@ -155,5 +157,53 @@ async def test_errored_build_without_jobs_keeps_its_reason(tmp_path: Path) -> No
         assert result.build.state is JobState.ERRORED
         assert result.build.error == "bad pipeline"
         assert result.build.finished_at is not None
+    finally:
+        await store.close()
+
+
+async def finished_with(store: Store, sha: str, ref: str, tests: dict[str, str],
+                        base_ref: str | None = None, name: str = "test") -> int:
+    """A build of one job `name` that finished with these test outcomes; its job id."""
+    req = replace(request(sha=sha, key=sha, ref=ref), base_ref=base_ref)
+    build = (await store.enqueue_build(req, [JobSpec(name, "pytest")], supersede=False)).build
+    job = build.jobs[0]
+    await store.claim_job(job.id, "h", 0)
+    results = [TestResult(n, TestOutcome(o), f"{n} says {o}") for n, o in tests.items()]
+    assert await store.finish_job(job.id, 1, JobState.FAILED, 1, tests=results,
+                                  artifacts=[Artifact("report.xml", 10)])
+    return job.id
+
+
+async def test_results_are_compared_with_the_base_branchs_newest(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db")
+    main, pr = "refs/heads/main", "refs/pull/3/head"
+    try:
+        await finished_with(store, "1" * 40, main, {"A": "passed", "B": "passed"})
+        base = await finished_with(store, "2" * 40, main,
+                                   {"A": "failed", "B": "passed", "C": "errored", "D": "failed"})
+        await finished_with(store, "3" * 40, main, {"A": "failed"}, name="other job")
+        job = await finished_with(store, "4" * 40, pr, {
+            "A": "failed", "B": "failed", "C": "passed", "E": "skipped"}, base_ref=main)
+        report = await store.test_report(job)
+        assert report is not None
+        base_job = await store.get_job(base)
+        assert base_job is not None and report.base_build == base_job.build_id
+        assert (report.new, report.fixed, report.still_failing) == (["B"], ["C"], ["A"])
+        assert report.totals == {"passed": 1, "failed": 2, "errored": 0, "skipped": 1}
+        assert [f.message for f in report.failures] == ["A says failed", "B says failed"]
+        assert report.summary() == "1 new failure (B), 1 fixed (C), 1 still failing (A)"
+        # No base results yet: say so rather than guess.
+        lone = await finished_with(store, "5" * 40, pr, {"A": "failed"}, base_ref="refs/heads/dev")
+        alone = await store.test_report(lone)
+        assert alone is not None and alone.base_build is None and alone.new == []
+        assert "nothing on the base branch" in alone.summary()
+        assert await store.test_report(10**6) is None
+        history = await store.test_history("r", "test", "A")
+        assert [(h.ref, h.outcome) for h in history] == [
+            (pr, "failed"), (pr, "failed"), (main, "failed"), (main, "passed")]
+        assert await store.artifacts(job) == [Artifact("report.xml", 10)]
+        # Retention forgets the artifacts with the log.
+        expired = await store.expire_logs(utcnow() + timedelta(seconds=1))
+        assert job in expired and await store.artifacts(job) == []
     finally:
         await store.close()

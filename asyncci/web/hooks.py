@@ -45,6 +45,7 @@ class PullRequest:
     repository: str
     number: int
     sha: str
+    base: str  # the branch it is to be merged into: what its test results are compared with
     fork: bool
     closed: bool
 
@@ -67,7 +68,7 @@ def parse_delivery(event: str, payload: dict[str, Any]) -> Push | PullRequest | 
             head_repo = (pr["head"].get("repo") or {}).get("full_name")
             return PullRequest(
                 repository, int(payload["number"]), str(pr["head"]["sha"]),
-                fork=head_repo != pr["base"]["repo"]["full_name"], closed=action == "closed",
+                base=str(pr["base"]["ref"]), fork=head_repo != pr["base"]["repo"]["full_name"], closed=action == "closed",
             )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ValueError(f"malformed {event} payload: {e!r}") from None
@@ -148,7 +149,7 @@ async def act(app: web.Application, repo: RepoConfig, wanted: Push | PullRequest
             await planner.request(
                 repo, ref, Commit(wanted.sha), Event.PULL_REQUEST,
                 pull_request_key(repo.name, wanted.number, wanted.sha),
-                pr=wanted.number, fork=wanted.fork,
+                pr=wanted.number, fork=wanted.fork, base_ref=f"refs/heads/{wanted.base}",
             )
     except PlanError as e:
         log.warning("delivery %s for repo %s: no build: %s", delivery, repo.name, e)
