@@ -3,18 +3,25 @@
 A host runs one attempt of a job through `job.sh`, fed over stdin: the wrapper's text
 after a preamble of shell-quoted assignments, so job data never reaches a command line.
 The wrapper's stdout is the job's log and its last stderr line says how the job ended.
+Before it ends, the wrapper puts the files the job's `artifacts` and `junit` patterns name
+into the attempt's directory; `collect_files` fetches them from there the same way for
+every kind of host, each of which only says how to list, copy and read its files.
 """
 
 from __future__ import annotations
 
 import shlex
+import shutil
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.resources import files
-from typing import Protocol
+from pathlib import Path
+from typing import NamedTuple, Protocol
 
 from ..logs import JobLog
-from ..model import HostState
+from ..model import Artifact, HostState, TestResult
+from .results import parse_junit
 
 CHUNK = 1 << 16  # 64 KiB reads: line iterators cost ~3 µs of Python per line
 KILL_GRACE_S = 10  # SPEC §5: SIGTERM, then SIGKILL 10 s later
@@ -28,6 +35,7 @@ PROBE = (
     'command -v git >/dev/null || { echo "git is missing"; exit 1; }; '
     'printf "%s; bash %s" "$(git --version)" "${BASH_VERSION%%(*}"'
 )
+JUNIT_MAX_BYTES = 50 * 10**6  # bigger reports are refused: parsing them would stall the loop
 
 
 class HostLost(Exception):
@@ -47,6 +55,9 @@ class JobRun:
     slot: int
     script: str
     env: Mapping[str, str] = field(default_factory=dict)
+    artifacts: tuple[str, ...] = ()  # glob patterns, relative to the workspace
+    junit: tuple[str, ...] = ()
+    artifact_cap: int = 0  # bytes per job over artifacts and junit files; 0: collect nothing
 
     @property
     def dirname(self) -> str:
@@ -58,6 +69,16 @@ class JobRun:
 class Outcome:
     exit_code: int | None  # None: the job ended without a status (or never started)
     error: str | None = None  # why it could not start (e.g. checkout failed)
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What a finished attempt left behind: its artifacts (copied to the server), its test
+    results, and a line for each thing that could not be had."""
+
+    artifacts: list[Artifact]
+    tests: list[TestResult]
+    errors: list[str]
 
 
 class Host(Protocol):
@@ -87,15 +108,25 @@ class Host(Protocol):
     async def probe(self) -> str:
         """Versions of what jobs need there (git, bash); raises HostLost if unusable."""
 
+    async def collect(self, run: JobRun, dest: Path) -> Collected:
+        """Copy the finished attempt's artifacts to `dest`, replacing whatever is there, and
+        parse its JUnit reports; raises HostLost if the host cannot be reached."""
+
 
 def workspace_path(workdir: str, repo: str, slot: int) -> str:
     """Mirrors job.sh's layout: one workspace per repo and slot, cleaned for each job."""
     return f"{workdir.rstrip('/')}/ws/{repo}/{slot}"
 
 
+def job_path(workdir: str, run: JobRun) -> str:
+    """Mirrors job.sh's layout: the attempt's log, status and collected files."""
+    return f"{workdir.rstrip('/')}/jobs/{run.dirname}"
+
+
 def wrapper_input(mode: str, workdir: str, run: JobRun, offset: int = 0) -> bytes:
     """The wrapper with its preamble: every value shell-quoted, so a branch named
     `$(rm -rf ~)` or `--upload-pack=x` stays data."""
+    collect = mode == "start" and run.artifact_cap > 0
     values = {
         "AC_MODE": mode,
         "AC_WORKDIR": workdir,
@@ -109,6 +140,9 @@ def wrapper_input(mode: str, workdir: str, run: JobRun, offset: int = 0) -> byte
         "AC_GRACE": str(KILL_GRACE_S),
         "AC_SCRIPT": run.script if mode == "start" else "",
         "AC_ENV": env_file(run.env) if mode == "start" else "",
+        "AC_ARTIFACTS": "\n".join(run.artifacts) if collect else "",
+        "AC_JUNIT": "\n".join(run.junit) if collect else "",
+        "AC_CAP": str(run.artifact_cap),
     }
     preamble = "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
     return (preamble + WRAPPER).encode()
@@ -140,3 +174,103 @@ def parse_status(stderr: bytes) -> Outcome:
     if word == "asyncci-lost":
         return Outcome(None)
     raise HostLost("job wrapper ended unexpectedly: " + (" ".join(lines[-3:]) or "no output"))
+
+
+class Entry(NamedTuple):
+    name: bytes
+    mode: int  # as lstat sees it: a symlink is a symlink, never what it points to
+    size: int
+
+
+class JobFiles(Protocol):
+    """An attempt's directory on its host, as one kind of host reaches it. Paths are
+    relative to that directory, "/"-separated; a problem with one file raises OSError,
+    anything else means the host is gone."""
+
+    async def listdir(self, path: str) -> list[Entry]:
+        """The directory's entries, symlinks not followed; [] if it does not exist."""
+
+    async def copy(self, path: str, target: Path) -> None: ...
+
+    async def read(self, path: str, limit: int) -> bytes: ...
+
+
+async def collect_files(files: JobFiles, dest: Path, cap: int) -> Collected:
+    """Copy `artifacts/` to `dest` and parse the reports in `junit/`, reports first (as
+    job.sh does) so a big artifact never crowds them out. job.sh chose the files within
+    the cap; names, symlinks and the cap are checked again against anything else that
+    wrote there (a process that outlived its job)."""
+    if dest.exists():  # a collect cut short by a restart left part of a copy
+        shutil.rmtree(dest)
+    errors: list[str] = []
+    left = cap
+    tests: list[TestResult] = []
+    for name, size in await _walk(files, "junit", errors):
+        if size > JUNIT_MAX_BYTES:
+            errors.append(f"{name}: not read: bigger than {_cap(JUNIT_MAX_BYTES)}")
+            continue
+        if size > left:
+            errors.append(f"{name}: not read: over the {_cap(cap)} cap per job")
+            continue
+        left -= size
+        try:
+            tests += parse_junit(await files.read(f"junit/{name}", size))
+        except OSError as e:
+            errors.append(f"{name}: not read: {e.strerror or e}")
+        except ValueError as e:
+            errors.append(f"{name}: {e}")
+    artifacts = []
+    for name, size in await _walk(files, "artifacts", errors):
+        if size > left:
+            errors.append(f"{name}: skipped: over the {_cap(cap)} cap per job")
+            continue
+        target = dest / name
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            await files.copy(f"artifacts/{name}", target)
+            copied = target.stat().st_size
+        except OSError as e:
+            errors.append(f"{name}: not copied: {e.strerror or e}")
+            continue
+        left -= copied
+        artifacts.append(Artifact(name, copied))
+    return Collected(artifacts, tests, errors)
+
+
+async def _walk(files: JobFiles, top: str, errors: list[str]) -> list[tuple[str, int]]:
+    """The regular files under `top`, as (path relative to it, size), sorted by path."""
+    found, pending = [], [""]
+    while pending:
+        directory = pending.pop()
+        where = f"{top}/{directory}".rstrip("/")
+        try:
+            entries = await files.listdir(where)
+        except OSError as e:
+            errors.append(f"{where}: not read: {e.strerror or e}")
+            continue
+        for entry in entries:
+            if entry.name in (b".", b".."):
+                continue
+            path = directory + entry.name.decode(errors="replace")
+            if b"/" in entry.name or not _is_utf8(entry.name):  # "/": a broken SFTP server
+                errors.append(f"{path}: skipped: not a usable file name")
+            elif stat.S_ISLNK(entry.mode):
+                errors.append(f"{path}: refused: a symbolic link")
+            elif stat.S_ISDIR(entry.mode):
+                pending.append(path + "/")
+            elif stat.S_ISREG(entry.mode):
+                found.append((path, entry.size))
+    return sorted(found)
+
+
+def _is_utf8(name: bytes) -> bool:
+    """Artifact names end up in JSON and URLs, which hold text, not arbitrary bytes."""
+    try:
+        name.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _cap(n: int) -> str:
+    return f"{n / 10**6:g} MB" if n >= 10**6 else f"{n} bytes"

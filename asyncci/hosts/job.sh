@@ -5,6 +5,8 @@
 # AC_MODE   start  check out AC_SHA, start the script detached, then stream its log
 #           attach stream the log of a job already started, from byte AC_OFFSET
 #           kill   SIGTERM the job's process group now, SIGKILL it AC_GRACE seconds later
+# AC_ARTIFACTS and AC_JUNIT (start mode): glob patterns, one a line, naming what to collect
+# from the workspace once the job ended, within AC_CAP bytes in all (see `collect`).
 # Streams: stdout carries only the job's log bytes; the last line on stderr says how the
 # job ended: `asyncci-exit N`, `asyncci-lost` (no exit status: the job's supervisor was
 # killed) or `asyncci-error MESSAGE` (the job could not be started).
@@ -62,8 +64,9 @@ start() {
 	# The supervisor is a session of its own from here on: a connection that drops (or a
 	# server that stops) even during the checkout loses nothing. Functions and values
 	# reach it through the environment, not its command line.
-	export -f supervise checkout fetch
-	export AC_WORKDIR AC_REPO AC_URL AC_SHA AC_REF AC_GRACE AC_DIR="$jobdir" AC_WS="$ws"
+	export -f supervise checkout fetch collect gather put note
+	export AC_WORKDIR AC_REPO AC_URL AC_SHA AC_REF AC_GRACE AC_DIR="$jobdir" AC_WS="$ws" \
+		AC_ARTIFACTS AC_JUNIT AC_CAP
 	setsid bash -c supervise </dev/null >/dev/null 2>&1 &
 	# Not a process group leader, setsid(1) does not fork: $! is the supervisor.
 	echo $! >"$jobdir/sup.pid"
@@ -100,7 +103,117 @@ supervise() {
 		done
 		kill -KILL -- "-$pgid" 2>/dev/null
 	fi
+	# Before job.exit: the stream, which ends with this process, carries collect's notes.
+	[ -z "$AC_ARTIFACTS$AC_JUNIT" ] || collect
 	echo $status >"$AC_DIR/job.exit"
+}
+
+collect() {
+	# In the workspace, once nothing of the job runs: the files the patterns name go to
+	# $AC_DIR/junit and $AC_DIR/artifacts under their workspace paths, where the server
+	# fetches them; reports first, so a big artifact never crowds them out of the cap.
+	# A handful of processes whatever the number of files, since hosts' forks may be slow.
+	# Names only pass through quoted expansions and NUL-separated lists: data, never code.
+	local -a names=() kinds=() real=() sizes=() junit=() artifacts=()
+	local -A seen=() what=([junit]="junit report" [artifacts]=artifact)
+	local IFS= ws left=$AC_CAP over=0 i
+	cd -P . && ws=$PWD || return # real paths are compared with it
+	shopt -s globstar nullglob
+	shopt -s globskipdots 2>/dev/null # bash 5.2; before it `.*` matches `..`, refused anyway
+	gather junit "$AC_JUNIT" && gather artifacts "$AC_ARTIFACTS" || return
+	((${#names[@]})) || return
+	mapfile -d '' real < <(printf '%s\0' "${names[@]}" | xargs -0 realpath -zm --)
+	mapfile -d '' sizes < <(printf '%s\0' "${names[@]}" |
+		xargs -0 stat -L --printf '%s\0' -- 2>/dev/null)
+	if ((${#real[@]} != ${#names[@]} || ${#sizes[@]} != ${#names[@]})); then
+		note "nothing collected: files changed while they were being collected"
+		return
+	fi
+	for i in "${!names[@]}"; do
+		if [[ ${real[i]} != "$ws"/* ]]; then
+			note "${what[${kinds[i]}]} \"${names[i]}\" refused: it leaves the workspace"
+		elif ((sizes[i] > left)); then
+			((over++ >= 10)) ||
+				note "${what[${kinds[i]}]} \"${names[i]}\" skipped: over the cap of $AC_CAP bytes"
+		elif [ "${kinds[i]}" = junit ]; then
+			junit+=("${names[i]}")
+			left=$((left - sizes[i]))
+		else
+			artifacts+=("${names[i]}")
+			left=$((left - sizes[i]))
+		fi
+	done
+	((over <= 10)) || note "$((over - 10)) more files skipped: over the cap of $AC_CAP bytes"
+	put junit "${junit[@]}"
+	put artifacts "${artifacts[@]}"
+}
+
+gather() {
+	# KIND PATTERNS: add the regular files each pattern names (for a directory, every file
+	# under it) to collect's `names` and `kinds`, once each; note what a pattern cannot have.
+	local kind=$1 pattern m f found where
+	local -a files
+	while read -r pattern; do
+		[ -n "$pattern" ] || continue
+		while [[ $pattern == ./* ]]; do pattern=${pattern#./}; done
+		if [[ $pattern == /* || /$pattern/ == */../* ]]; then
+			note "${what[$kind]} \"$pattern\" refused: it leaves the workspace"
+			continue
+		fi
+		found=0
+		for m in $pattern; do # IFS is empty: pathname expansion only, no word splitting
+			[[ -e $m || -L $m ]] || continue # a pattern without wildcards stays as it is
+			found=1
+			files=()
+			if [[ -d $m ]]; then
+				# Where the directory really is, without a process: a link out is not walked.
+				where=
+				cd -P -- "./$m" 2>/dev/null && where=$PWD
+				cd -- "$ws" || return
+				if [[ $where != "$ws" && $where != "$ws"/* ]]; then
+					note "${what[$kind]} \"$m\" refused: it leaves the workspace"
+				else
+					shopt -s dotglob # a directory named whole: its hidden files too
+					files=("${m%/}"/**)
+					shopt -u dotglob
+				fi
+			elif [[ -f $m ]]; then
+				files=("$m")
+			else
+				note "${what[$kind]} \"$m\" skipped: not a regular file"
+			fi
+			for f in "${files[@]}"; do
+				[[ -f $f && -z ${seen[$kind/$f]-} ]] || continue
+				seen[$kind/$f]=1
+				names+=("$f")
+				kinds+=("$kind")
+			done
+		done
+		((found)) || note "${what[$kind]} \"$pattern\" matched no files"
+	done <<<"$2"
+}
+
+put() {
+	# DIR NAME...: hard links, which cost nothing however big the file; copies where the
+	# file system refuses them (another device, a file owned by someone else).
+	local dest=$AC_DIR/$1 err
+	shift
+	(($#)) && mkdir -p -- "$dest" || return
+	printf '%s\0' "$@" | xargs -0 cp -L -l --parents -t "$dest" -- 2>/dev/null && return
+	rm -rf -- "$dest" && mkdir -p -- "$dest" || return
+	err=$(printf '%s\0' "$@" | xargs -0 cp -L --parents -t "$dest" -- 2>&1) ||
+		note "not everything could be copied: ${err//$'\n'/; }"
+}
+
+note() {
+	# A line of asyncci's own in the job's log: on a line of its own, and one line however
+	# a file is named.
+	if [ -z "${noted-}" ]; then
+		noted=1
+		[ ! -s "$AC_DIR/job.log" ] || [ -z "$(tail -c 1 -- "$AC_DIR/job.log")" ] ||
+			echo >>"$AC_DIR/job.log"
+	fi
+	printf '[asyncci] %s\n' "${1//$'\n'/\\n}" >>"$AC_DIR/job.log"
 }
 
 stream() {

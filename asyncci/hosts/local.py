@@ -7,6 +7,7 @@ it outlives a server restart; only the streaming wrapper is the server's child.
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,10 @@ from pathlib import Path
 from ..config import HostConfig
 from ..logs import JobLog
 from ..model import HostState
-from .base import PROBE, READ_WRAPPER, HostLost, JobRun, Outcome, pump, workspace_path, wrapper_input
+from .base import (PROBE, READ_WRAPPER, Collected, Entry, HostLost, JobRun, Outcome, collect_files,
+                   job_path, pump, workspace_path, wrapper_input)
+
+COPY_CHUNK = 8 << 20  # copied in the kernel; other tasks run between chunks
 
 
 class LocalHost:
@@ -61,6 +65,10 @@ class LocalHost:
             raise HostLost(out.decode(errors="replace").strip() or "probe failed")
         return out.decode(errors="replace").strip()
 
+    async def collect(self, run: JobRun, dest: Path) -> Collected:
+        return await collect_files(_LocalFiles(Path(job_path(self._workdir, run))), dest,
+                                   run.artifact_cap)
+
     @staticmethod
     async def _wrapper(data: bytes) -> asyncio.subprocess.Process:
         try:
@@ -77,3 +85,34 @@ class LocalHost:
         await proc.stdin.drain()
         proc.stdin.close()
         return proc
+
+
+class _LocalFiles:
+    """An attempt's directory on this machine. Files are opened with O_NOFOLLOW: one
+    swapped for a symlink after it was listed is not followed."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    async def listdir(self, path: str) -> list[Entry]:
+        try:
+            with os.scandir(self._root / path) as entries:
+                return [Entry(os.fsencode(e.name), (s := e.stat(follow_symlinks=False)).st_mode,
+                              s.st_size) for e in entries]
+        except FileNotFoundError:
+            return []
+
+    async def copy(self, path: str, target: Path) -> None:
+        # A copy, not a link: the file here is a hard link into the workspace, which the
+        # slot's next job may change in place.
+        source = os.open(self._root / path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            with open(target, "wb") as out:
+                while os.sendfile(out.fileno(), source, None, COPY_CHUNK):
+                    await asyncio.sleep(0)
+        finally:
+            os.close(source)
+
+    async def read(self, path: str, limit: int) -> bytes:
+        with open(os.open(self._root / path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:
+            return f.read(limit)

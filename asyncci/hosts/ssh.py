@@ -7,7 +7,8 @@ once per connection, and a lost connection is retried with capped exponential ba
 A job's stream that breaks with the connection waits up to `grace` for the host to come
 back and reattaches from the byte the server already has; only after that is the job
 given up on this host (HostLost), and the abandoned attempt is killed when the host returns,
-so two attempts never both report.
+so two attempts never both report. A finished attempt's files come back over SFTP on the
+same connection, with the same patience.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ import logging
 import random
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import asyncssh
 
 from ..config import HostConfig
 from ..logs import JobLog
 from ..model import HostState
-from .base import COMMAND, PROBE, HostLost, JobRun, Outcome, pump, workspace_path, wrapper_input
+from .base import (COMMAND, PROBE, Collected, Entry, HostLost, JobRun, Outcome, collect_files,
+                   job_path, pump, workspace_path, wrapper_input)
 
 log = logging.getLogger(__name__)
 KEEPALIVE_S = 2.0  # with 2 unanswered keepalives: a dead host is seen in 4-6 s
@@ -210,6 +214,22 @@ class SSHHost:
             self._stale[run.dirname] = run
             raise HostLost(describe(e, self._config)) from e
 
+    async def collect(self, run: JobRun, dest: Path) -> Collected:
+        deadline = time.monotonic() + self._config.grace
+        while True:
+            conn = await self._online(deadline)
+            try:
+                async with conn.start_sftp_client() as sftp:
+                    files = _SFTPFiles(sftp, job_path(self._workdir, run))
+                    return await collect_files(files, dest, run.artifact_cap)
+            except (OSError, asyncssh.Error) as e:
+                if conn.is_closed() and time.monotonic() < deadline:
+                    continue  # a dropped connection: start over once the host is back
+                why = describe(e, self._config)
+                if isinstance(e, asyncssh.ChannelOpenError):  # the SFTP session was refused
+                    why += " (is there a `Subsystem sftp` line in its sshd_config?)"
+                raise HostLost(why) from e
+
     def shell_command(self, repo: str, slot: int) -> str | None:
         c = self._config
         target = f"{c.user}@{c.address}" if c.user else str(c.address)
@@ -227,6 +247,49 @@ class SSHHost:
         if result.exit_status != 0:
             raise HostLost(_text(result.stdout or result.stderr).strip() or "git or bash missing")
         return f"{server.removeprefix('SSH-2.0-')}; {_text(result.stdout).strip()}"
+
+
+class _SFTPFiles:
+    """An attempt's directory over SFTP. OpenSSH lists a directory with lstat, so a symlink
+    there is seen as one and refused; `get` follows links, so even a file swapped for a
+    symlink after it was listed never becomes a symlink on the server."""
+
+    def __init__(self, sftp: asyncssh.SFTPClient, root: str) -> None:
+        self._sftp = sftp
+        self._root = root
+
+    def _path(self, path: str) -> bytes:
+        return f"{self._root}/{path}".encode()
+
+    async def listdir(self, path: str) -> list[Entry]:
+        with _file_errors():
+            try:
+                names = await self._sftp.readdir(self._path(path))
+            except asyncssh.SFTPNoSuchFile:
+                return []
+        return [Entry(cast(bytes, n.filename), n.attrs.permissions or 0, n.attrs.size or 0)
+                for n in names]
+
+    async def copy(self, path: str, target: Path) -> None:
+        with _file_errors():
+            await self._sftp.get(self._path(path), target, follow_symlinks=True)
+
+    async def read(self, path: str, limit: int) -> bytes:
+        with _file_errors():
+            async with self._sftp.open(self._path(path), "rb") as f:
+                return cast(bytes, await f.read(limit))
+
+
+@contextmanager
+def _file_errors() -> Iterator[None]:
+    """One file's problem (gone, unreadable) is an OSError to `collect_files`; a broken
+    session stays an asyncssh.Error: the host is lost."""
+    try:
+        yield
+    except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection, asyncssh.SFTPBadMessage):
+        raise
+    except asyncssh.SFTPError as e:
+        raise OSError(e.reason) from e
 
 
 def _text(data: bytes | str | None) -> str:

@@ -40,7 +40,7 @@ class Sshd:
             f"AuthorizedKeysFile {self.root / 'authorized_keys'}", "StrictModes no",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
             "PermitRootLogin yes", "SetEnv SHLVL=1", "MaxSessions 100", "MaxStartups 100",
-            "LogLevel ERROR", "",
+            "LogLevel ERROR", "Subsystem sftp internal-sftp", "",
         ]))
         self.proc: subprocess.Popen[bytes] | None = None
 
