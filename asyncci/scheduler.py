@@ -17,12 +17,13 @@ from datetime import timedelta
 
 from .config import Config, HostConfig, RepoConfig
 from .fairqueue import FairQueue, HostView, QueuedJob, Share, Waiting
-from .hosts.base import Host, HostLost, JobRun, Outcome
-from .logs import Logs
+from .hosts.base import Collected, Host, HostLost, JobRun, Outcome
+from .logs import JobLog, Logs
 from .model import Build, HostState, Job, JobState, utcnow
 from .store import ActiveJob, Enqueued, Store
 
 log = logging.getLogger(__name__)
+NOTHING = Collected([], [], [])  # what an attempt that ran no script leaves
 
 
 def job_env(build: Build, job: Job, host: HostConfig, repo: RepoConfig) -> dict[str, str]:
@@ -64,6 +65,8 @@ class Scheduler:
     def __init__(self, config: Config, store: Store, hosts: Iterable[Host], logs: Logs) -> None:
         self._store = store
         self._logs = logs
+        self._artifacts = config.server.artifacts_dir
+        self._artifact_cap = config.server.max_artifact_bytes
         self._repos = {r.name: r for r in config.repos}
         self._host_configs = {h.name: h for h in config.hosts}
         self.hosts: dict[str, Host] = {h.name: h for h in hosts}
@@ -214,7 +217,8 @@ class Scheduler:
             return
         env = job_env(build, job, self._host_configs[host.name], repo)
         run = JobRun(job.id, job.attempt, build.repo, repo.url, build.sha, build.ref,
-                     job.slot or 0, job.spec.script, env)
+                     job.slot or 0, job.spec.script, env, job.spec.artifacts, job.spec.junit,
+                     self._artifact_cap)
         secrets = [] if build.fork else [s.value for s in repo.secrets]
         job_log = self._logs.open(job.id, secrets)
         if not attach:
@@ -241,8 +245,12 @@ class Scheduler:
             finally:
                 if timer:
                     timer.cancel()
+            kept = NOTHING
+            if isinstance(outcome, Outcome) and outcome.exit_code is not None:
+                kept = await self._collect(host, run, job_log)
             # The outcome must reach the store even if shutdown begins right now.
-            final = await asyncio.shield(self._record(build, job, repo, running, outcome))
+            final = await asyncio.shield(
+                self._record(build, job, repo, running, outcome, kept))
         except asyncio.CancelledError:
             job_log.close()
             raise
@@ -254,9 +262,25 @@ class Scheduler:
             job_log.close()
         self._release(host, run.slot, build.repo)
 
+    async def _collect(self, host: Host, run: JobRun, job_log: JobLog) -> Collected:
+        """Fetch what the attempt left on its host; what cannot be had is said in the log,
+        and the job's state stays what its script made it."""
+        if not (run.artifacts or run.junit):
+            return NOTHING
+        try:
+            kept = await host.collect(run, self._artifacts / str(run.job_id))
+        except HostLost as e:
+            job_log.note(f"[asyncci] artifacts and test results could not be fetched: {e}")
+            return NOTHING
+        for error in kept.errors:
+            job_log.note(f"[asyncci] {error}")
+        job_log.note(f"[asyncci] kept {len(kept.artifacts)} artifacts,"
+                     f" {len(kept.tests)} test results")
+        return kept
+
     async def _record(
         self, build: Build, job: Job, repo: RepoConfig, running: Running,
-        outcome: Outcome | HostLost,
+        outcome: Outcome | HostLost, kept: Collected,
     ) -> bool:
         """Write how the attempt ended; False when the job goes back to the queue."""
         code = outcome.exit_code if isinstance(outcome, Outcome) else None
@@ -275,7 +299,8 @@ class Scheduler:
                     self._push(job.id, build, job)
                 return False
             state = JobState.ERRORED
-        await self._store.finish_job(job.id, job.attempt, state, code, reason)
+        await self._store.finish_job(job.id, job.attempt, state, code, reason,
+                                     kept.artifacts, kept.tests)
         log.info("job %d %s exit=%s reason=%s", job.id, state, code, reason)
         return True
 

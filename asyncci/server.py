@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -104,6 +105,7 @@ class Server:
             cutoff = utcnow() - timedelta(seconds=self.config.server.log_retention)
             for job_id in await self.store.expire_logs(cutoff):
                 self.logs.delete(job_id)
+                shutil.rmtree(self.config.server.artifacts_dir / str(job_id), ignore_errors=True)
             await asyncio.sleep(RETENTION_EVERY_S)
 
 

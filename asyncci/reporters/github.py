@@ -21,7 +21,7 @@ from gidgethub.aiohttp import GitHubAPI
 from gidgethub.apps import get_installation_access_token, get_jwt
 
 from ..config import Config, GitHubConfig
-from ..model import JobState
+from ..model import JobState, TestReport
 from ..store import OutboxItem, Store
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,14 @@ GITHUB_STATE = {
 }
 
 
-def status_body(item: OutboxItem, public_url: str, waiting: str | None) -> dict[str, str]:
-    """The statuses API body for one outbox row (SPEC §7)."""
+def status_body(item: OutboxItem, public_url: str, waiting: str | None,
+                tests: TestReport | None = None) -> dict[str, str]:
+    """The statuses API body for one outbox row (SPEC §7). A finished job with failing or
+    fixed tests says what changed against the base branch: `2 new failures, 1 fixed`."""
     job = item.job
-    if item.state is JobState.QUEUED:
+    if tests is not None and (tests.failures or tests.fixed):
+        description = tests.summary()
+    elif item.state is JobState.QUEUED:
         description = f"queued: {waiting}" if waiting else "queued"
     elif item.state is JobState.RUNNING:
         description = f"running on {job.host}"
@@ -106,7 +110,10 @@ class GitHubReporter:
 
     async def _send(self, gh: GitHubAPI, item: OutboxItem) -> float:
         """Send one status; seconds to wait before trying again (0 when done with it)."""
-        body = status_body(item, self._public_url, self._waiting(item.job.id))
+        tests = None
+        if item.state.finished and item.job.spec.junit:
+            tests = await self._store.test_report(item.job.id)
+        body = status_body(item, self._public_url, self._waiting(item.job.id), tests)
         url = f"/repos/{item.github}/statuses/{item.build.sha}"
         try:
             token = await self._tokens.token(gh, item.github)

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
-from ..model import Build, Job, JobState, iso, utcnow
+from ..model import Build, Job, JobState, TestOutcome, TestReport, TestResult, iso, utcnow
 from ..planner import PlanError
 from .auth import require_token
 from .keys import CONFIG, LOGS, PLANNER, SCHEDULER, STORE
 
 routes = web.RouteTableDef()
 SSE_KEEPALIVE_S = 15.0
+# Artifacts shown in the browser rather than downloaded: plain text only, never HTML.
+TEXT_SUFFIXES = {".txt", ".log", ".xml", ".json", ".csv", ".md", ".out"}
 
 
 def error(status: type[web.HTTPError], message: str) -> web.HTTPError:
@@ -179,6 +182,63 @@ async def job_log(request: web.Request) -> web.Response:
     if job.state.finished and offset + len(data) >= request.app[LOGS].size(job.id):
         headers["X-Log-Complete"] = "1"
     return web.Response(body=data, content_type="text/plain", charset="utf-8", headers=headers)
+
+
+@routes.get("/api/jobs/{id}/artifacts")
+async def artifacts(request: web.Request) -> web.Response:
+    job = await _job(request)
+    return web.json_response({"artifacts": await artifacts_json(request, job.id)})
+
+
+async def artifacts_json(request: web.Request, job_id: int) -> list[dict[str, Any]]:
+    return [{"path": a.path, "size": a.size, "url": f"/api/jobs/{job_id}/artifacts/{quote(a.path)}"}
+            for a in await request.app[STORE].artifacts(job_id)]
+
+
+@routes.get("/api/jobs/{id}/artifacts/{path:.+}")
+async def artifact(request: web.Request) -> web.FileResponse:
+    """Only a path the store lists is served: the name is never joined to a directory
+    unchecked. Served as a download in a sandbox, so an HTML artifact runs no script here."""
+    job = await _job(request)
+    path = request.match_info["path"]
+    if path not in {a.path for a in await request.app[STORE].artifacts(job.id)}:
+        raise error(web.HTTPNotFound, f"job {job.id} has no artifact {path!r}")
+    file = request.app[CONFIG].server.artifacts_dir / str(job.id) / path
+    if not file.is_file():
+        raise error(web.HTTPGone, f"artifact {path!r} of job {job.id} is no longer kept")
+    text = file.suffix in TEXT_SUFFIXES
+    return web.FileResponse(file, headers={
+        "Content-Type": "text/plain; charset=utf-8" if text else "application/octet-stream",
+        "Content-Disposition": "inline" if text else "attachment",
+        "Content-Security-Policy": "sandbox",
+    })
+
+
+@routes.get("/api/jobs/{id}/tests")
+async def tests(request: web.Request) -> web.Response:
+    job = await _job(request)
+    report = await request.app[STORE].test_report(job.id)
+    assert report is not None  # the job exists
+    return web.json_response(tests_json(report))
+
+
+def tests_json(report: TestReport) -> dict[str, Any]:
+    """SPEC §7; every test is an object {name, outcome, message}, so a new or still
+    failing test comes with its message."""
+    failing = {t.name: t for t in report.failures}
+    return {
+        "totals": report.totals,
+        "failures": [_test_json(t) for t in report.failures],
+        "new": [_test_json(failing[n]) for n in report.new],
+        "fixed": [_test_json(TestResult(n, TestOutcome.PASSED)) for n in report.fixed],
+        "still_failing": [_test_json(failing[n]) for n in report.still_failing],
+        "base_build": report.base_build,
+        "summary": report.summary(),
+    }
+
+
+def _test_json(test: TestResult) -> dict[str, str]:
+    return {"name": test.name, "outcome": test.outcome, "message": test.message}
 
 
 @routes.get("/api/jobs/{id}/log/stream")

@@ -17,10 +17,10 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
-from ..model import JobState, utcnow
+from ..model import JobState, iso, utcnow
 from ..planner import PlanError
 from .ansi import ansi_to_html
-from .api import build_json, host_json, load_build, queue_json
+from .api import artifacts_json, build_json, host_json, load_build, queue_json, tests_json
 from .auth import COOKIE, SESSION_S, check_form, csrf_token, has_session, new_session, token_matches
 from .keys import CONFIG, LOGS, PLANNER, SCHEDULER, STORE
 
@@ -116,9 +116,14 @@ async def repo_page(request: web.Request) -> web.Response:
 
 @routes.get("/builds/{id}")
 async def build_page(request: web.Request) -> web.Response:
-    build = build_json(request, await load_build(request))
-    logs = request.app[LOGS]
-    for job in build["jobs"]:
+    loaded = await load_build(request)
+    build = build_json(request, loaded)
+    logs, store = request.app[LOGS], request.app[STORE]
+    for job, spec in zip(build["jobs"], (j.spec for j in loaded.jobs)):
+        done = JobState(job["state"]).finished
+        job["artifacts"] = await artifacts_json(request, job["id"]) if done and spec.artifacts else []
+        report = await store.test_report(job["id"]) if done and spec.junit else None
+        job["tests"] = report and tests_json(report)
         size = logs.size(job["id"])
         end = int(request.query["before"]) if request.query.get("before", "").isdigit() else size
         end = min(end, size)
@@ -134,6 +139,20 @@ async def build_page(request: web.Request) -> web.Response:
         job.update(log_lines=lines, log_start=start, log_end=start + len(data),
                    numbered=start == 0, live=not JobState(job["state"]).finished)
     return render(request, "build.html", build=build)
+
+
+@routes.get("/repos/{repo}/tests")
+async def test_history_page(request: web.Request) -> web.Response:
+    """One test's outcomes across a repo's builds of one job: `?job=NAME&test=NAME`."""
+    name = request.match_info["repo"]
+    if request.app[CONFIG].repo(name) is None:
+        raise web.HTTPNotFound(text=f"no repo {name!r}")
+    job, test = request.query.get("job", ""), request.query.get("test", "")
+    if not job or not test:
+        raise web.HTTPBadRequest(text="both ?job= and ?test= are required")
+    runs = [{**vars(r), "finished_at": iso(r.finished_at)}
+            for r in await request.app[STORE].test_history(name, job, test)]
+    return render(request, "tests.html", repo=name, job=job, test=test, runs=runs)
 
 
 # -- login and forms ------------------------------------------------------------------
