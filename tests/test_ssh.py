@@ -126,6 +126,7 @@ def test_check_prints_versions_of_each_host(config_for: Callable[..., Path], ssh
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "a: ok; OpenSSH_" in check.stdout and "git version" in check.stdout
+    assert "; sftp" in check.stdout
     assert "slots=3 labels=[x]" in check.stdout and "b: ok;" in check.stdout
 
 

@@ -242,11 +242,22 @@ class SSHHost:
             async with await self.connect() as conn:
                 result = await self._command(conn, PROBE.encode())
                 server = conn.get_extra_info("server_version") or "ssh"
+                sftp = await _sftp_works(conn)
         except (OSError, asyncssh.Error, TimeoutError) as e:
             raise HostLost(describe(e, self._config)) from e
         if result.exit_status != 0:
             raise HostLost(_text(result.stdout or result.stderr).strip() or "git or bash missing")
-        return f"{server.removeprefix('SSH-2.0-')}; {_text(result.stdout).strip()}"
+        return (f"{server.removeprefix('SSH-2.0-')}; {_text(result.stdout).strip()}; "
+                + ("sftp" if sftp else "NO SFTP: artifacts and test results cannot be fetched"))
+
+
+async def _sftp_works(conn: asyncssh.SSHClientConnection) -> bool:
+    """Jobs run without it; only what they leave behind comes back over SFTP."""
+    try:
+        async with conn.start_sftp_client():
+            return True
+    except asyncssh.ChannelOpenError:
+        return False
 
 
 class _SFTPFiles:
