@@ -274,8 +274,8 @@ class Scheduler:
             return NOTHING
         for error in kept.errors:
             job_log.note(f"[asyncci] {error}")
-        job_log.note(f"[asyncci] kept {len(kept.artifacts)} artifacts,"
-                     f" {len(kept.tests)} test results")
+        job_log.note(f"[asyncci] kept {_count(len(kept.artifacts), 'artifact')},"
+                     f" {_count(len(kept.tests), 'test result')}")
         return kept
 
     async def _record(
@@ -342,6 +342,10 @@ class Scheduler:
         labels = frozenset(self._repos[build.repo].labels if build.repo in self._repos else ())
         self.queue.push(QueuedJob(job_id, build.repo, build.event.priority,
                                   labels | frozenset(job.spec.labels)))
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n != 1 else ''}"
 
 
 def _duration(seconds: float) -> str:
