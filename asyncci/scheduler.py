@@ -24,6 +24,8 @@ from .store import ActiveJob, Enqueued, Store
 
 log = logging.getLogger(__name__)
 NOTHING = Collected([], [], [])  # what an attempt that ran no script leaves
+# How far back a restart looks for attempts given up on, to stop them on their hosts.
+STALE_WINDOW = timedelta(days=1)
 
 
 def job_env(build: Build, job: Job, host: HostConfig, repo: RepoConfig) -> dict[str, str]:
@@ -169,6 +171,11 @@ class Scheduler:
             self.queue.started(build.repo)
             self._spawn(active, host, attach=True)
             reattached += 1
+        # Before a host takes new work, what was given up on it must not still run there.
+        for job_id, attempt in await self._store.requeued_attempts(utcnow() - STALE_WINDOW):
+            if (host := self.hosts.get(attempt.host)) is not None:
+                stale = JobRun(job_id, attempt.number, "", "", "", "", attempt.slot, "")
+                self._send_kill(host, stale)
         log.info("recovered queued=%d reattached=%d", len(self.queue), reattached)
         self.wake()
 
@@ -324,15 +331,18 @@ class Scheduler:
             return
         running.stop_state, running.stop_reason = state, reason
         log.info("job %d stopping: %s", job_id, reason)
-        task = asyncio.create_task(self._kill(running))
+        self._send_kill(running.host, running.run)
+
+    def _send_kill(self, host: Host, run: JobRun) -> None:
+        task = asyncio.create_task(self._kill(host, run))
         self._kills.add(task)
         task.add_done_callback(self._kills.discard)
 
-    async def _kill(self, running: Running) -> None:
+    async def _kill(self, host: Host, run: JobRun) -> None:
         try:
-            await running.host.kill(running.run)
+            await host.kill(run)
         except HostLost as e:
-            log.warning("job %d: kill failed: %s", running.run.job_id, e)
+            log.warning("job %d: kill failed: %s", run.job_id, e)
 
     def _forget(self, job_ids: Iterable[int]) -> None:
         for job_id in job_ids:

@@ -602,6 +602,15 @@ class Store:
         return [TestRun(r[0], r[1], r[2], r[3], TestOutcome(r[4]), r[5], _time(r[6]))
                 for r in rows]
 
+    async def requeued_attempts(self, since: datetime) -> list[tuple[int, Attempt]]:
+        """(job id, attempt) of the attempts given up on since `since`. One may still run on
+        a host that was away when the server stopped: it is to be stopped there."""
+        async with self._lock:
+            rows = await self._all(
+                "SELECT * FROM attempts WHERE outcome = 'requeued' AND finished_at >= ?",
+                iso(since))
+        return [(r["job_id"], _attempt_from(r)) for r in rows]
+
     async def cancel_reason(self, job_id: int) -> str | None:
         """Why a running job was asked to stop, if it was."""
         async with self._lock:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.config import free_port
 from tests.support.server import Api, ServerProcess, api_for, running_server
 from tests.support.sshd import Sshd, keygen, pause, processes_under
@@ -177,15 +179,16 @@ async def test_a_cut_connection_within_grace_reattaches_with_the_whole_log(
         f"line {i}" for i in range(1, 41)]
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["", "across-a-server-restart"])
 async def test_past_grace_the_job_runs_elsewhere_and_the_stale_attempt_is_killed(
-    config_for: Callable[..., Path], sshd_pair: Pair
+    config_for: Callable[..., Path], sshd_pair: Pair, restart: bool
 ) -> None:
     a, b = sshd_pair
     marker = f"stale-marker-{os.getpid()}"
     script = (f'if [ "$ASYNCCI_HOST" = a ]; then bash -c "sleep 300; : {marker}"; fi;'
               ' echo "ran on $ASYNCCI_HOST"')
-    hosts = [a.host("a", grace="1s"), b.host("b")]
-    async with running_server(config_for(script, hosts=hosts)) as server, api_for(server) as api:
+    config = config_for(script, hosts=[a.host("a", grace="1s"), b.host("b")])
+    async with running_server(config) as server, api_for(server) as api:
         await online(api, "a", "b")
         await api.call("POST", "/api/hosts/b/drain")
         build = (await api.call("POST", "/api/repos/demo/builds", {}))[1]
@@ -195,6 +198,13 @@ async def test_past_grace_the_job_runs_elsewhere_and_the_stale_attempt_is_killed
         done = await api.build(build["id"], timeout=30)
         assert (done["jobs"][0]["host"], done["jobs"][0]["attempt"]) == ("b", 2)
         assert marker_processes(marker)  # still running on the unreachable host
+        if not restart:
+            a.start()
+            await online(api, "a")
+            await until(lambda: not marker_processes(marker), 20, "the stale attempt killed")
+            return
+    # A new server knows of the stale attempt only from the store.
+    async with running_server(config) as server, api_for(server) as api:
         a.start()
         await online(api, "a")
         await until(lambda: not marker_processes(marker), 20, "the stale attempt killed")
