@@ -153,7 +153,9 @@ class Planner:
         repo = self._config.repo(build.repo)
         if repo is None:
             raise PlanError(f"repo {build.repo} is no longer configured")
-        specs = await self._store.build_pipeline(build.id)
+        # A build that could not be planned stored no jobs: plan it again (the config, or
+        # whatever made planning fail, may have changed since).
+        specs = await self._store.build_pipeline(build.id) or None
         commit = Commit(build.sha, build.message, build.author)
         return (await self.request(repo, build.ref, commit, Event.MANUAL, None, pr=build.pr,
                                    fork=build.fork, specs=specs, base_ref=build.base_ref)

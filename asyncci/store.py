@@ -22,6 +22,7 @@ import aiosqlite
 from .model import (Artifact, Attempt, Build, Event, Job, JobSpec, JobState, TestOutcome,
                     TestReport, TestResult, build_state, iso, utcnow)
 
+PLAN_JOB = "pipeline"  # the job that carries the reason of a build that could not be planned
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE builds (
@@ -243,7 +244,8 @@ class Store:
         error: str | None = None,
     ) -> Enqueued:
         """Insert a build and its queued jobs, unless its trigger_key exists already.
-        A build that could not be planned (`error`) is stored errored, with no jobs.
+        A build that could not be planned (no `specs`, and the `error` why) is stored
+        errored.
 
         With `supersede`, older unfinished builds of the same repo and ref are cancelled
         in the same transaction: queued jobs at once, running ones marked to be stopped.
@@ -259,15 +261,15 @@ class Store:
                     assert existing is not None
                     return Enqueued(existing, created=False)
             pipeline = json.dumps([s.to_dict() for s in specs])
-            state = JobState.QUEUED if specs else JobState.ERRORED
+            reason = None if specs else error or "the build has no jobs"
+            state = JobState.ERRORED if reason else JobState.QUEUED
             cur = await self._db.execute(
                 "INSERT INTO builds (repo, ref, sha, event, pr, message, author, fork,"
                 " github, base_ref, trigger_key, pipeline, error, state, created_at,"
                 " finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (req.repo, req.ref, req.sha, str(req.event), req.pr, req.message,
                  req.author, int(req.fork), req.github, req.base_ref, req.trigger_key, pipeline,
-                 error if specs else error or "the build has no jobs",
-                 str(state), now, None if specs else now),
+                 reason, str(state), now, now if reason else None),
             )
             build_id = cur.lastrowid
             assert build_id is not None
@@ -276,12 +278,17 @@ class Store:
                 " ON CONFLICT (repo, ref) DO UPDATE SET build_id = excluded.build_id",
                 (req.repo, req.ref, build_id),
             )
+            # A build that could not be planned gets one errored job, named "pipeline": its
+            # reason shows where jobs are looked at, and GitHub gets an error status for it.
+            jobs = specs or [JobSpec(PLAN_JOB, "")]
             await self._db.executemany(
-                "INSERT INTO jobs (build_id, name, spec, state, queued_at) VALUES (?,?,?,?,?)",
-                [(build_id, s.name, json.dumps(s.to_dict()), "queued", now) for s in specs],
+                "INSERT INTO jobs (build_id, name, spec, state, reason, queued_at, finished_at)"
+                " VALUES (?,?,?,?,?,?,?)",
+                [(build_id, s.name, json.dumps(s.to_dict()), str(state), reason, now,
+                  now if reason else None) for s in jobs],
             )
             job_ids = await self._all("SELECT id FROM jobs WHERE build_id = ?", build_id)
-            await self._outbox_rows([r[0] for r in job_ids], JobState.QUEUED)
+            await self._outbox_rows([r[0] for r in job_ids], state)
             created = await self._build(build_id)
             assert created is not None
             result = Enqueued(created, created=True)

@@ -66,8 +66,10 @@ async def test_a_pipeline_file_runs_its_jobs_on_the_hosts_that_fit(
     assert jobs["gpu"]["host"] == "gpu-box" and "on gpu-box\n" in logs["gpu"]
     assert "python=3.12\n" in logs["test (python=3.12)"]
     assert "echo never" not in logs["lint"] and "linted\n" in logs["lint"]
-    assert broken["state"] == "errored" and broken["jobs"] == []
+    assert broken["state"] == "errored"
     assert broken["error"].startswith(".asyncci.toml:jobs[0].script: ")
+    [reason] = [(j["name"], j["state"], j["reason"]) for j in broken["jobs"]]
+    assert reason == ("pipeline", "errored", broken["error"])
     assert [j["name"] for j in rebuilt["jobs"]] == list(jobs)
     assert rebuilt["state"] == "passed"
 

@@ -150,13 +150,17 @@ async def test_active_jobs_and_drain_survive_reopen(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_errored_build_without_jobs_keeps_its_reason(tmp_path: Path) -> None:
+async def test_a_build_that_could_not_be_planned_says_why(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "db")
     try:
-        result = await store.enqueue_build(request(), [], False, error="bad pipeline")
+        result = await store.enqueue_build(request(github="o/r"), [], False, error="bad pipeline")
         assert result.build.state is JobState.ERRORED
         assert result.build.error == "bad pipeline"
         assert result.build.finished_at is not None
+        [job] = result.build.jobs
+        assert (job.name, job.state, job.reason) == ("pipeline", JobState.ERRORED, "bad pipeline")
+        assert [i.state for i in await store.pending_outbox()] == [JobState.ERRORED]
+        assert await store.active_jobs() == []
     finally:
         await store.close()
 
