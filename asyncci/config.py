@@ -536,6 +536,8 @@ def load_pipeline(text: str, path: str) -> tuple[PipelineJob, ...]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{path}: invalid TOML: {e}"]) from None
+    except RecursionError:  # the file is the repo's, so anyone's: `x = [[[[…` 500 deep
+        raise ConfigError([f"{path}: invalid TOML: nested too deeply"]) from None
     top = _Table(reader, data, "")
     jobs = top.get("jobs", (), lambda v: _array(reader, v, "jobs", _pipeline_job))
     top.done()
@@ -570,15 +572,20 @@ def _pipeline_job(reader: _Reader, t: _Table) -> PipelineJob:
 def _matrix(reader: _Reader, key: str, value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
     if not isinstance(value, dict):
         raise ValueError(f"must be a table of lists, got {_show(value)}")
-    axes = []
+    axes: list[tuple[str, tuple[str, ...]]] = []
     for name, values in value.items():
         where = _key(key, name)
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             reader.error(where, "must be a name of letters, digits and _ (it names"
                                 " ASYNCCI_MATRIX_<KEY>)")
+        elif name.upper() in {k.upper() for k, _ in axes}:
+            reader.error(where, "differs only in case from another key: both would name"
+                                f" ASYNCCI_MATRIX_{name.upper()}")
         elif (not isinstance(values, list) or not values
-              or not all(isinstance(v, (str, int, float)) for v in values)):
-            reader.error(where, f"must be a non-empty list of values, got {_show(values)}")
+              or not all(isinstance(v, (str, int)) for v in values)):
+            # No floats: 3.10 would read as 3.1. Versions are strings.
+            reader.error(where, "must be a non-empty list of strings or integers"
+                                f' (versions quoted: "3.10"), got {_show(values)}')
         else:
             shown = tuple(v if isinstance(v, str) else _show(v) for v in values)
             if len(set(shown)) < len(shown):

@@ -173,21 +173,23 @@ class Artifact:
 @dataclass(frozen=True)
 class TestReport:
     """A job's test results, and what changed against the base branch (SPEC §7's
-    `/api/jobs/{id}/tests`). `base_build` None: nothing to compare with, so no
+    `/api/jobs/{id}/tests`). `base_build` None: nothing to compare with (no `base_ref`
+    applies, as for the default branch, or it has no results yet), so no
     new/fixed/still-failing lists rather than a guess."""
 
     __test__ = False
 
     totals: dict[str, int]
     failures: list[TestResult]
+    base_ref: str | None = None
     base_build: int | None = None
     new: list[str] = field(default_factory=list)
     fixed: list[str] = field(default_factory=list)
     still_failing: list[str] = field(default_factory=list)
 
     @classmethod
-    def compare(cls, results: Iterable[TestResult], base_build: int | None,
-                base: Iterable[TestResult]) -> TestReport:
+    def compare(cls, results: Iterable[TestResult], base_ref: str | None,
+                base_build: int | None, base: Iterable[TestResult]) -> TestReport:
         """New: failing now, not failing on the base. Fixed: failing on the base, passing
         now (a test that vanished is not fixed). Still failing: failing on both."""
         results = list(results)
@@ -196,11 +198,11 @@ class TestReport:
             totals[str(r.outcome)] += 1
         failures = [r for r in results if r.outcome.failing]
         if base_build is None:
-            return cls(totals, failures)
+            return cls(totals, failures, base_ref)
         was_failing = {r.name for r in base if r.outcome.failing}
         passing = {r.name for r in results if r.outcome is TestOutcome.PASSED}
         return cls(
-            totals, failures, base_build,
+            totals, failures, base_ref, base_build,
             new=[r.name for r in failures if r.name not in was_failing],
             fixed=sorted(was_failing & passing),
             still_failing=[r.name for r in failures if r.name in was_failing],
@@ -212,9 +214,10 @@ class TestReport:
         if not any(self.totals.values()):
             return "no test results"
         if self.base_build is None:
-            failing = len(self.failures)
-            return _cut(f"{failing} of {sum(self.totals.values())} tests failing"
-                        " (nothing on the base branch to compare with)", width)
+            failing = f"{len(self.failures)} of {sum(self.totals.values())} tests failing"
+            if self.base_ref is not None:
+                failing += " (nothing on the base branch to compare with yet)"
+            return _cut(failing, width)
         parts = [_count(len(self.new), "new failure", self.new) if self.new
                  else "no new failures"]
         if self.fixed:
@@ -226,7 +229,8 @@ class TestReport:
 
 
 def _count(n: int, what: str, names: list[str], plural: str = "s") -> str:
-    return f"{n} {what}{plural if n != 1 else ''} ({', '.join(names[:5])}{', …' if n > 5 else ''})"
+    shown = ", ".join(names[:5]) + (", …" if n > 5 else "")
+    return f"{n} {what}{plural if n != 1 else ''} ({shown})"
 
 
 def _cut(text: str, width: int) -> str:

@@ -276,7 +276,9 @@ class Scheduler:
             return NOTHING
         try:
             kept = await host.collect(run, self._artifacts / str(run.job_id))
-        except HostLost as e:
+        except Exception as e:  # noqa: BLE001 -- whatever goes wrong, the job must be recorded
+            if not isinstance(e, HostLost):
+                log.exception("job %d: collecting its files failed", run.job_id)
             job_log.note(f"[asyncci] artifacts and test results could not be fetched: {e}")
             return NOTHING
         for error in kept.errors:

@@ -574,7 +574,8 @@ class Store:
 
     async def test_report(self, job_id: int) -> TestReport | None:
         """A job's test results against the newest results of the job of the same name on
-        its build's base branch (SPEC §7); None for an unknown job."""
+        its build's base branch from before it (SPEC §7): what a pull request is told does
+        not change as the base branch moves on. None for an unknown job."""
         async with self._lock:
             job = await self._one(
                 "SELECT j.name, b.id, b.repo, b.base_ref FROM jobs j"
@@ -586,11 +587,12 @@ class Store:
             if job["base_ref"] is not None and results:
                 base = await self._one(
                     "SELECT j.id, j.build_id FROM builds b JOIN jobs j ON j.build_id = b.id"
-                    " WHERE b.repo = ? AND b.ref = ? AND b.id != ? AND j.name = ?"
+                    " WHERE b.repo = ? AND b.ref = ? AND b.id < ? AND j.name = ?"
                     " AND j.test_count > 0 ORDER BY b.id DESC LIMIT 1",
                     job["repo"], job["base_ref"], job["id"], job["name"])
             base_results = await self._tests(base["id"]) if base else []
-        return TestReport.compare(results, base["build_id"] if base else None, base_results)
+        return TestReport.compare(results, job["base_ref"], base["build_id"] if base else None,
+                                  base_results)
 
     async def _tests(self, job_id: int) -> list[TestResult]:
         rows = await self._all(

@@ -51,8 +51,8 @@ SUITES = b"""<testsuites>
 """
 
 
-def test_junit_cases_become_outcomes() -> None:
-    assert parse_junit(REPORT) == [
+async def test_junit_cases_become_outcomes() -> None:
+    assert await parse_junit(REPORT, 10**6) == [
         TestResult("tests.test_a.test_ok", TestOutcome.PASSED),
         TestResult("tests.test_a.test_bad", TestOutcome.FAILED, "assert 1 == 2"),
         TestResult("tests.test_a.test_broken", TestOutcome.ERRORED,
@@ -62,15 +62,20 @@ def test_junit_cases_become_outcomes() -> None:
     ]
 
 
-def test_junit_testsuites_root_holds_every_suite() -> None:
-    assert parse_junit(SUITES) == [TestResult("a.x", TestOutcome.PASSED),
+async def test_junit_cases_past_the_limit_are_not_read() -> None:
+    assert [t.name for t in await parse_junit(REPORT, 2)] == [
+        "tests.test_a.test_ok", "tests.test_a.test_bad"]
+
+
+async def test_junit_testsuites_root_holds_every_suite() -> None:
+    assert await parse_junit(SUITES, 10**6) == [TestResult("a.x", TestOutcome.PASSED),
                                    TestResult("b.y", TestOutcome.FAILED, "boom")]
 
 
-def test_junit_long_messages_are_cut() -> None:
+async def test_junit_long_messages_are_cut() -> None:
     data = b"<testsuite><testcase name='t'><failure>%s</failure></testcase></testsuite>" % (
         b"x" * 10_000)
-    assert len(parse_junit(data)[0].message) == 2000
+    assert len((await parse_junit(data, 10**6))[0].message) == 2000
 
 
 @pytest.mark.parametrize("data", [
@@ -80,9 +85,9 @@ def test_junit_long_messages_are_cut() -> None:
     b'<!DOCTYPE t [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
     b'<testsuite><testcase name="&e;"/></testsuite>',
 ], ids=["truncated", "empty", "not-junit", "external-entity"])
-def test_junit_refuses_what_is_not_a_report(data: bytes) -> None:
+async def test_junit_refuses_what_is_not_a_report(data: bytes) -> None:
     with pytest.raises(ValueError, match="^not a JUnit XML file: "):
-        parse_junit(data)
+        await parse_junit(data, 10**6)
 
 
 def job(repo: GitRepo, script: str, artifacts: tuple[str, ...] = (), junit: tuple[str, ...] = (),
@@ -149,7 +154,7 @@ async def test_local_host_collects_what_the_patterns_name_and_refuses_the_rest(
              "odd/.hidden", "odd/new\nline", "out/a.bin"]
     assert tree(dest) == {n: (workspace / n).read_bytes() for n in names}
     assert collected.artifacts == [Artifact(n, (workspace / n).stat().st_size) for n in names]
-    assert collected.tests == parse_junit(REPORT)
+    assert collected.tests == await parse_junit(REPORT, 10**6)
     [error] = collected.errors
     assert error.startswith("reports/broken.xml: not a JUnit XML file: ")
     assert "the last line has no newline\n[asyncci] " in log
@@ -235,7 +240,7 @@ async def test_ssh_host_downloads_artifacts_over_sftp_within_the_cap(
     workspace = Path(config.workdir) / "ws" / "demo" / "0"
     assert tree(dest) == {n: (workspace / n).read_bytes() for n in ("big.bin", "small.txt")}
     assert [a.path for a in collected.artifacts] == ["big.bin", "small.txt"]
-    assert collected.tests == parse_junit(REPORT)
+    assert collected.tests == await parse_junit(REPORT, 10**6)
     assert collected.errors == ["stray: refused: a symbolic link"]
     assert log.splitlines() == [
         '[asyncci] artifact "bigger.bin" skipped: over the cap of 4000000 bytes']
@@ -265,3 +270,25 @@ async def test_ssh_host_without_sftp_says_so(
         with pytest.raises(HostLost, match="`Subsystem sftp` line in its sshd_config"):
             await asyncio.wait_for(host.collect(run, tmp_path / "dest"), 20)
         assert host.state is HostState.ONLINE  # only SFTP is missing: jobs still run there
+
+
+async def test_a_file_that_grows_while_it_is_copied_stays_within_the_cap(tmp_path: Path) -> None:
+    """A process that outlived its job may still write to a collected file."""
+    from asyncci.hosts.base import collect_files
+    from asyncci.hosts.local import _LocalFiles
+
+    class Growing(_LocalFiles):
+        async def copy(self, path: str, target: Path, limit: int) -> int:
+            if path.endswith("log.txt"):
+                with (tmp_path / "job" / path).open("ab") as f:
+                    f.write(b"x" * 10_000)
+            return await super().copy(path, target, limit)
+
+    (tmp_path / "job" / "artifacts").mkdir(parents=True)
+    (tmp_path / "job" / "artifacts" / "log.txt").write_bytes(b"start\n")
+    (tmp_path / "job" / "artifacts" / "small.txt").write_bytes(b"ok\n")
+    collected = await collect_files(Growing(tmp_path / "job"), tmp_path / "dest", 1000)
+    assert collected.artifacts == [Artifact("small.txt", 3)]
+    assert collected.errors == ["log.txt: not kept: it grew past the 1000 bytes cap per job"
+                                " while it was copied"]
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["small.txt"]

@@ -83,6 +83,11 @@ async def test_the_file_at_the_commit_replaces_the_script(tmp_path: Path, repo: 
      + str(list(range(10))) + " }\n", ".asyncci.toml:jobs: makes 110 jobs"),
     ('[[jobs]]\nname = "a (k=1)"\nscript = "x"\n[[jobs]]\nname = "a"\nscript = "x"\n'
      'matrix = { k = [1] }\n', "two jobs are named 'a (k=1)'"),
+    ("x = " + "[" * 1000 + "]" * 1000, ".asyncci.toml: invalid TOML: nested too deeply"),
+    ('[[jobs]]\nname = "a"\nscript = "x"\nmatrix = { py = [3.9, 3.10] }\n',
+     '(versions quoted: "3.10"), got [3.9, 3.1]'),
+    ('[[jobs]]\nname = "a"\nscript = "x"\nmatrix = { py = ["1"], PY = ["2"] }\n',
+     ".asyncci.toml:jobs[0].matrix.PY: differs only in case"),
     ('[[jobs]]\nname = "a"\nscript = "x"\nartifacts = ["ok", ""]\n',
      ".asyncci.toml:jobs[0].artifacts: must be a list of non-empty one-line glob patterns"),
 ])

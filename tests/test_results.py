@@ -87,9 +87,10 @@ script = """
 mkdir -p dist out
 python3 -c 'import sys; sys.stdout.buffer.write(bytes.fromhex(open("seed.hex").read()))' > dist/blob.bin
 echo '<b>' > 'out/a page.html'
+echo 'not the blob' | gzip > dist/blob.bin.gz
 ln -s /etc/passwd out/passwd
 """
-artifacts = ["dist/*.bin", "out", "../outside", "/etc/hostname", "missing/*"]
+artifacts = ["dist/*.bin*", "out", "../outside", "/etc/hostname", "missing/*"]
 '''
     repo.commit("package", {".asyncci.toml": pipeline})
     async with running_server(config_for("true", hosts=[a.host("a", slots=1)])) as server, \
@@ -99,15 +100,15 @@ artifacts = ["dist/*.bin", "out", "../outside", "/etc/hostname", "missing/*"]
         [job] = build["jobs"]
         listed = (await api.get(f"/api/jobs/{job['id']}/artifacts"))["artifacts"]
         status, blob = await api.call("GET", f"/api/jobs/{job['id']}/artifacts/dist/blob.bin")
-        page_status, page = await api.call("GET", listed[1]["url"])
+        page_status, page = await api.call("GET", listed[2]["url"])
         escaped = [await api.call("GET", f"/api/jobs/{job['id']}/artifacts/{p}")
                    for p in ("../../asyncci.db", "out/passwd", "%2E%2E/%2E%2E/asyncci.db")]
         log = await log_of(api, job["id"])
         page_html = (await api.call("GET", f"/builds/{build['id']}"))[1].decode()
     assert build["state"] == "passed"
-    assert [(x["path"], x["size"]) for x in listed] == [
-        ("dist/blob.bin", len(data)), ("out/a page.html", 4)]
-    assert status == 200 and blob == data
+    assert [x["path"] for x in listed] == ["dist/blob.bin", "dist/blob.bin.gz", "out/a page.html"]
+    assert [x["size"] for x in listed][::2] == [len(data), 4]
+    assert status == 200 and blob == data  # the file itself, not its .gz sibling
     assert page_status == 200 and page == b"<b>\n"  # a download, not a page of ours
     assert [s for s, _ in escaped] == [404, 404, 404]
     for refused in ('"../outside" refused', '"/etc/hostname" refused', "out/passwd"):

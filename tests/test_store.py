@@ -196,6 +196,11 @@ async def test_results_are_compared_with_the_base_branchs_newest(tmp_path: Path)
         assert report.totals == {"passed": 1, "failed": 2, "errored": 0, "skipped": 1}
         assert [f.message for f in report.failures] == ["A says failed", "B says failed"]
         assert report.summary() == "1 new failure (B), 1 fixed (C), 1 still failing (A)"
+        # The base branch moving on later changes nothing of what the job was told.
+        await finished_with(store, "6" * 40, main, {"A": "passed", "B": "failed"})
+        assert await store.test_report(job) == report
+        main_report = await store.test_report(base)  # the default branch: no base applies
+        assert main_report is not None and main_report.summary() == "3 of 4 tests failing"
         # No base results yet: say so rather than guess.
         lone = await finished_with(store, "5" * 40, pr, {"A": "failed"}, base_ref="refs/heads/dev")
         alone = await store.test_report(lone)
@@ -204,7 +209,7 @@ async def test_results_are_compared_with_the_base_branchs_newest(tmp_path: Path)
         assert await store.test_report(10**6) is None
         history = await store.test_history("r", "test", "A")
         assert [(h.ref, h.outcome) for h in history] == [
-            (pr, "failed"), (pr, "failed"), (main, "failed"), (main, "passed")]
+            (pr, "failed"), (main, "passed"), (pr, "failed"), (main, "failed"), (main, "passed")]
         assert await store.artifacts(job) == [Artifact("report.xml", 10)]
         # Retention forgets the artifacts with the log.
         expired = await store.expire_logs(utcnow() + timedelta(seconds=1))

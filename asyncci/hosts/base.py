@@ -35,7 +35,8 @@ PROBE = (
     'command -v git >/dev/null || { echo "git is missing"; exit 1; }; '
     'printf "%s; bash %s" "$(git --version)" "${BASH_VERSION%%(*}"'
 )
-JUNIT_MAX_BYTES = 50 * 10**6  # bigger reports are refused: parsing them would stall the loop
+JUNIT_MAX_BYTES = 50 * 10**6  # a report bigger than this is not read
+MAX_TESTS = 100_000  # test cases kept per job: each is a row, and is read for every report
 
 
 class HostLost(Exception):
@@ -190,7 +191,8 @@ class JobFiles(Protocol):
     async def listdir(self, path: str) -> list[Entry]:
         """The directory's entries, symlinks not followed; [] if it does not exist."""
 
-    async def copy(self, path: str, target: Path) -> None: ...
+    async def copy(self, path: str, target: Path, limit: int) -> int:
+        """Copy at most `limit` bytes; the number copied."""
 
     async def read(self, path: str, limit: int) -> bytes: ...
 
@@ -214,11 +216,15 @@ async def collect_files(files: JobFiles, dest: Path, cap: int) -> Collected:
             continue
         left -= size
         try:
-            tests += parse_junit(await files.read(f"junit/{name}", size))
+            tests += await parse_junit(await files.read(f"junit/{name}", size),
+                                       MAX_TESTS + 1 - len(tests))
         except OSError as e:
             errors.append(f"{name}: not read: {e.strerror or e}")
         except ValueError as e:
             errors.append(f"{name}: {e}")
+    if len(tests) > MAX_TESTS:
+        errors.append(f"more than {MAX_TESTS} test cases: only the first {MAX_TESTS} are kept")
+        del tests[MAX_TESTS:]
     artifacts = []
     for name, size in await _walk(files, "artifacts", errors):
         if size > left:
@@ -227,10 +233,15 @@ async def collect_files(files: JobFiles, dest: Path, cap: int) -> Collected:
         target = dest / name
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            await files.copy(f"artifacts/{name}", target)
-            copied = target.stat().st_size
+            # One byte past what is left tells a file that grew since it was listed.
+            copied = await files.copy(f"artifacts/{name}", target, left + 1)
         except OSError as e:
             errors.append(f"{name}: not copied: {e.strerror or e}")
+            continue
+        if copied > left:
+            target.unlink()
+            errors.append(f"{name}: not kept: it grew past the {_cap(cap)} cap per job"
+                          " while it was copied")
             continue
         left -= copied
         artifacts.append(Artifact(name, copied))

@@ -237,6 +237,8 @@ stream() {
 
 kill_job() {
 	local pid
+	# An attempt that ended is left alone: its pid may belong to someone else by now.
+	[ ! -e "$jobdir/job.exit" ] || exit 0
 	# Mark first, then look for the pid: the supervisor writes the pid, then looks for the
 	# mark, so one of the two always sees the other, however they interleave.
 	mkdir -p -- "$jobdir" && : >"$jobdir/cancel"

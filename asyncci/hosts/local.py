@@ -102,16 +102,20 @@ class _LocalFiles:
         except FileNotFoundError:
             return []
 
-    async def copy(self, path: str, target: Path) -> None:
+    async def copy(self, path: str, target: Path, limit: int) -> int:
         # A copy, not a link: the file here is a hard link into the workspace, which the
         # slot's next job may change in place.
         source = os.open(self._root / path, os.O_RDONLY | os.O_NOFOLLOW)
+        copied = 0
         try:
             with open(target, "wb") as out:
-                while os.sendfile(out.fileno(), source, None, COPY_CHUNK):
+                while copied < limit and (sent := os.sendfile(
+                        out.fileno(), source, None, min(COPY_CHUNK, limit - copied))):
+                    copied += sent
                     await asyncio.sleep(0)
         finally:
             os.close(source)
+        return copied
 
     async def read(self, path: str, limit: int) -> bytes:
         with open(os.open(self._root / path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:

@@ -6,6 +6,8 @@ Handlers ask the store, the log files and the scheduler; they never run git or S
 from __future__ import annotations
 
 import json
+import os
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +21,7 @@ from .keys import CONFIG, LOGS, PLANNER, SCHEDULER, STORE
 routes = web.RouteTableDef()
 SSE_KEEPALIVE_S = 15.0
 # Artifacts shown in the browser rather than downloaded: plain text only, never HTML.
+ARTIFACT_CHUNK = 1 << 18
 TEXT_SUFFIXES = {".txt", ".log", ".xml", ".json", ".csv", ".md", ".out"}
 
 
@@ -196,22 +199,31 @@ async def artifacts_json(request: web.Request, job_id: int) -> list[dict[str, An
 
 
 @routes.get("/api/jobs/{id}/artifacts/{path:.+}")
-async def artifact(request: web.Request) -> web.FileResponse:
+async def artifact(request: web.Request) -> web.StreamResponse:
     """Only a path the store lists is served: the name is never joined to a directory
-    unchecked. Served as a download in a sandbox, so an HTML artifact runs no script here."""
+    unchecked. Served as a download in a sandbox, so an HTML artifact runs no script here.
+    Streamed by hand: aiohttp's FileResponse would send a sibling `X.gz` in place of `X`."""
     job = await _job(request)
     path = request.match_info["path"]
     if path not in {a.path for a in await request.app[STORE].artifacts(job.id)}:
         raise error(web.HTTPNotFound, f"job {job.id} has no artifact {path!r}")
-    file = request.app[CONFIG].server.artifacts_dir / str(job.id) / path
-    if not file.is_file():
-        raise error(web.HTTPGone, f"artifact {path!r} of job {job.id} is no longer kept")
-    text = file.suffix in TEXT_SUFFIXES
-    return web.FileResponse(file, headers={
-        "Content-Type": "text/plain; charset=utf-8" if text else "application/octet-stream",
-        "Content-Disposition": "inline" if text else "attachment",
-        "Content-Security-Policy": "sandbox",
-    })
+    try:
+        file = (request.app[CONFIG].server.artifacts_dir / str(job.id) / path).open("rb")
+    except OSError:
+        raise error(web.HTTPGone, f"artifact {path!r} of job {job.id} is no longer kept") from None
+    with file:
+        text = PurePosixPath(path).suffix in TEXT_SUFFIXES
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/plain; charset=utf-8" if text else "application/octet-stream",
+            "Content-Disposition": "inline" if text else "attachment",
+            "Content-Security-Policy": "sandbox",
+        })
+        response.content_length = os.fstat(file.fileno()).st_size
+        await response.prepare(request)
+        while chunk := file.read(ARTIFACT_CHUNK):
+            await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 @routes.get("/api/jobs/{id}/tests")
@@ -232,6 +244,7 @@ def tests_json(report: TestReport) -> dict[str, Any]:
         "new": [_test_json(failing[n]) for n in report.new],
         "fixed": [_test_json(TestResult(n, TestOutcome.PASSED)) for n in report.fixed],
         "still_failing": [_test_json(failing[n]) for n in report.still_failing],
+        "base_ref": report.base_ref,
         "base_build": report.base_build,
         "summary": report.summary(),
     }

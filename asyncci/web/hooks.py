@@ -68,7 +68,8 @@ def parse_delivery(event: str, payload: dict[str, Any]) -> Push | PullRequest | 
             head_repo = (pr["head"].get("repo") or {}).get("full_name")
             return PullRequest(
                 repository, int(payload["number"]), str(pr["head"]["sha"]),
-                base=str(pr["base"]["ref"]), fork=head_repo != pr["base"]["repo"]["full_name"], closed=action == "closed",
+                base=str(pr["base"]["ref"]), fork=head_repo != pr["base"]["repo"]["full_name"],
+                closed=action == "closed",
             )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ValueError(f"malformed {event} payload: {e!r}") from None

@@ -121,7 +121,8 @@ async def build_page(request: web.Request) -> web.Response:
     logs, store = request.app[LOGS], request.app[STORE]
     for job, spec in zip(build["jobs"], (j.spec for j in loaded.jobs)):
         done = JobState(job["state"]).finished
-        job["artifacts"] = await artifacts_json(request, job["id"]) if done and spec.artifacts else []
+        kept = done and spec.artifacts
+        job["artifacts"] = await artifacts_json(request, job["id"]) if kept else []
         report = await store.test_report(job["id"]) if done and spec.junit else None
         job["tests"] = report and tests_json(report)
         size = logs.size(job["id"])
