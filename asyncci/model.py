@@ -218,19 +218,22 @@ class TestReport:
             if self.base_ref is not None:
                 failing += " (nothing on the base branch to compare with yet)"
             return _cut(failing, width)
-        parts = [_count(len(self.new), "new failure", self.new) if self.new
-                 else "no new failures"]
+        parts = [_named("new failure", self.new) if self.new else "no new failures"]
         if self.fixed:
-            parts.append(_count(len(self.fixed), "fixed", self.fixed, plural=""))
+            parts.append(_named("fixed", self.fixed, plural=""))
         if self.still_failing:
-            parts.append(_count(len(self.still_failing), "still failing", self.still_failing,
-                                plural=""))
+            parts.append(_named("still failing", self.still_failing, plural=""))
         return _cut(", ".join(parts), width)
 
 
-def _count(n: int, what: str, names: list[str], plural: str = "s") -> str:
-    shown = ", ".join(names[:5]) + (", …" if n > 5 else "")
-    return f"{n} {what}{plural if n != 1 else ''} ({shown})"
+def counted(n: int, what: str, plural: str = "s") -> str:
+    """`1 artifact`, `2 artifacts`."""
+    return f"{n} {what}{plural if n != 1 else ''}"
+
+
+def _named(what: str, names: list[str], plural: str = "s") -> str:
+    shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+    return f"{counted(len(names), what, plural)} ({shown})"
 
 
 def _cut(text: str, width: int) -> str:

@@ -19,7 +19,7 @@ from .config import Config, HostConfig, RepoConfig
 from .fairqueue import FairQueue, HostView, QueuedJob, Share, Waiting
 from .hosts.base import Collected, Host, HostLost, JobRun, Outcome
 from .logs import JobLog, Logs
-from .model import Build, HostState, Job, JobState, utcnow
+from .model import Build, HostState, Job, JobState, counted, utcnow
 from .store import ActiveJob, Enqueued, Store
 
 log = logging.getLogger(__name__)
@@ -283,8 +283,8 @@ class Scheduler:
             return NOTHING
         for error in kept.errors:
             job_log.note(f"[asyncci] {error}")
-        job_log.note(f"[asyncci] kept {_count(len(kept.artifacts), 'artifact')},"
-                     f" {_count(len(kept.tests), 'test result')}")
+        job_log.note(f"[asyncci] kept {counted(len(kept.artifacts), 'artifact')},"
+                     f" {counted(len(kept.tests), 'test result')}")
         return kept
 
     async def _record(
@@ -354,10 +354,6 @@ class Scheduler:
         labels = frozenset(self._repos[build.repo].labels if build.repo in self._repos else ())
         self.queue.push(QueuedJob(job_id, build.repo, build.event.priority,
                                   labels | frozenset(job.spec.labels)))
-
-
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}{'s' if n != 1 else ''}"
 
 
 def _duration(seconds: float) -> str:

@@ -105,6 +105,8 @@ MIGRATIONS: tuple[str, ...] = (
     # What jobs leave behind: artifacts, and test outcomes compared with the base branch's.
     """
     ALTER TABLE builds ADD COLUMN base_ref TEXT;
+    -- Kept beside the tests rows, so finding the base branch's newest job with results
+    -- skips the jobs without any instead of counting rows for each.
     ALTER TABLE jobs ADD COLUMN test_count INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE artifacts (
         job_id INTEGER NOT NULL REFERENCES jobs (id), path TEXT NOT NULL,
