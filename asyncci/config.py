@@ -14,7 +14,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, time
 from functools import lru_cache
 from pathlib import Path
@@ -125,6 +125,7 @@ class GitHubConfig:
     app_id: int | None
     private_key: str | None
     api_url: str
+    private_key_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -144,12 +145,20 @@ class HostConfig:
     slot_env: Mapping[str, str]
     prepare: str | None
     grace: float
+    container_command: tuple[str, ...] = ("podman",)
+    container_options: tuple[str, ...] = ()
+    slot_devices: tuple[str, ...] = ()  # `{slot}` not yet replaced
+    untrusted: bool = True  # false: untrusted builds never run here (SPEC §5a)
+    # The server's own files, hidden from sandboxed jobs on a local host (its data_dir,
+    # its config and the files secrets are read from): the sandbox shows the rest of `/`.
+    hidden: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Secret:
     name: str
     value: str
+    file: Path | None = None  # where it was read from, if from a file
 
 
 @dataclass(frozen=True)
@@ -172,6 +181,10 @@ class RepoConfig:
     env: Mapping[str, str]
     secrets: tuple[Secret, ...]
     script: str
+    isolation: str = "untrusted"  # "all": every job runs confined (SPEC §5a)
+    image: str = ""  # run every job in a fresh container of this image
+    network: bool = True  # false: confined jobs get no network
+    fork_pull_requests: str = "build"  # "build" | "approve" | "ignore"
 
 
 @dataclass(frozen=True)
@@ -282,10 +295,30 @@ _url = _check(str, "an http:// or https:// URL", re.compile(r"https?://[^/\s]+\S
 _github_repo = _check(str, '"owner/name"', re.compile(r"[\w.-]+/[\w.-]+").fullmatch)
 _labels = _check(list, "a list of non-empty strings",
                  lambda v: all(isinstance(s, str) and s for s in v))
+_isolation = _check(str, '"untrusted" or "all"', lambda v: v in ("untrusted", "all"))
+_fork_pull_requests = _check(str, '"build", "approve" or "ignore"',
+                             lambda v: v in ("build", "approve", "ignore"))
+_image = _check(str, "an image name without spaces", lambda v: not v or v.split() == [v])
+RESERVED_LABEL = "asyncci:"  # what hosts earn by probing (SPEC §5a routing), never configured
 
 
 def _strings(value: Any) -> tuple[str, ...]:
     return tuple(_labels(value))
+
+
+def _label_names(value: Any) -> tuple[str, ...]:
+    labels = _strings(value)
+    if reserved := [label for label in labels if label.startswith(RESERVED_LABEL)]:
+        raise ValueError(f"labels starting with {RESERVED_LABEL!r} are asyncci's own,"
+                         f" got {_show(reserved[0])}")
+    return labels
+
+
+def _command(value: Any) -> tuple[str, ...]:
+    words = _strings(value)
+    if not words:
+        raise ValueError('must be a non-empty list of strings, like ["podman"]')
+    return words
 
 
 def _weight(value: Any) -> float:
@@ -341,6 +374,11 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     hosts = hosts or (HostConfig("local", True, None, 22, None, None, None, os.cpu_count() or 1,
                                  (), str(server.data_dir / "work"), MappingProxyType({}),
                                  None, 60.0),)
+    # What the server holds is hidden from the sandboxes of the hosts on its own machine.
+    hidden = tuple(dict.fromkeys(str(p) for p in (
+        server.data_dir, Path(path).absolute(), github and github.private_key_file,
+        *(s.file for r in repos for s in r.secrets)) if p))
+    hosts = tuple(replace(h, hidden=hidden) if h.local else h for h in hosts)
     return Config(Path(path), server, web_config, github, hosts, repos)
 
 
@@ -403,6 +441,7 @@ def _github(reader: _Reader, value: Any) -> GitHubConfig:
         app_id=app_id,
         private_key=private_key,
         api_url=t.get("api_url", "https://api.github.com", _url).rstrip("/"),
+        private_key_file=key_file,
     )
     t.done()
     return config
@@ -429,12 +468,16 @@ def _host(reader: _Reader, t: _Table, server: ServerConfig) -> HostConfig:
         key_file=t.get("key_file", None, reader.file),
         known_hosts=t.get("known_hosts", None, reader.file),
         slots=t.get("slots", (os.cpu_count() or 1) if local else 1, _positive_int),
-        labels=t.get("labels", (), _strings),
+        labels=t.get("labels", (), _label_names),
         workdir=workdir or "asyncci-work",
         slot_env=t.get("slot_env", MappingProxyType({}),
                        lambda v: _env_table(reader, t.sub("slot_env"), v)),
         prepare=t.get("prepare", None, _nonempty),
         grace=t.get("grace", 60.0, parse_duration),
+        container_command=t.get("container_command", ("podman",), _command),
+        container_options=t.get("container_options", (), _strings),
+        slot_devices=t.get("slot_devices", (), _strings),
+        untrusted=t.get("untrusted", True, _bool),
     )
 
 
@@ -463,7 +506,7 @@ def _repo(reader: _Reader, t: _Table, server: ServerConfig) -> RepoConfig:
         weight=t.get("weight", 1.0, _weight),
         max_running=t.get("max_running", 0, _count),
         retries=t.get("retries", 2, _count),
-        labels=t.get("labels", (), _strings),
+        labels=t.get("labels", (), _label_names),
         timeout=t.get("timeout", 1800.0, parse_duration) or None,
         build_every_commit=t.get("build_every_commit", False, _bool),
         keep_superseded=t.get("keep_superseded", ("main", "master"), _strings),
@@ -471,6 +514,10 @@ def _repo(reader: _Reader, t: _Table, server: ServerConfig) -> RepoConfig:
         env=t.get("env", MappingProxyType({}), lambda v: _env_table(reader, t.sub("env"), v)),
         secrets=t.get("secrets", (), lambda v: _secrets(reader, t.sub("secrets"), v)),
         script=script,
+        isolation=t.get("isolation", "untrusted", _isolation),
+        image=t.get("image", "", _image),
+        network=t.get("network", True, _bool),
+        fork_pull_requests=t.get("fork_pull_requests", "build", _fork_pull_requests),
     )
 
 
@@ -493,7 +540,8 @@ def _secrets(reader: _Reader, key: str, value: Any) -> tuple[Secret, ...]:
             reader.error(where, f"is shorter than {MIN_SECRET} characters: masking it in logs"
                                 " would garble them")
         else:
-            secrets.append(Secret(name, secret))
+            secrets.append(Secret(name, secret, reader.file(source["file"])
+                                  if "file" in source else None))
     return tuple(secrets)
 
 
@@ -526,6 +574,9 @@ class PipelineJob:
     artifacts: tuple[str, ...]
     junit: tuple[str, ...]
     matrix: tuple[tuple[str, tuple[str, ...]], ...]  # (key, values) in file order
+    image: str | None = None  # None: the repo's
+    isolation: str | None = None
+    network: bool | None = None
 
 
 def load_pipeline(text: str, path: str) -> tuple[PipelineJob, ...]:
@@ -560,12 +611,15 @@ def _pipeline_job(reader: _Reader, t: _Table) -> PipelineJob:
     return PipelineJob(
         name=t.required("name", _job_name),
         script=t.required("script", _nonempty),
-        labels=t.get("labels", (), _strings),
+        labels=t.get("labels", (), _label_names),
         timeout=t.get("timeout", None, parse_duration),
         env=t.get("env", MappingProxyType({}), lambda v: _env_table(reader, t.sub("env"), v)),
         artifacts=tuple(t.get("artifacts", [], _patterns)),
         junit=tuple(t.get("junit", [], _patterns)),
         matrix=t.get("matrix", (), lambda v: _matrix(reader, t.sub("matrix"), v)),
+        image=t.get("image", None, _image),
+        isolation=t.get("isolation", None, _isolation),
+        network=t.get("network", None, _bool),
     )
 
 

@@ -18,6 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 
+from .config import RESERVED_LABEL
+from .model import Capability
+
 
 @dataclass(frozen=True, slots=True)
 class QueuedJob:
@@ -36,10 +39,11 @@ class Share:
 @dataclass(frozen=True, slots=True)
 class HostView:
     name: str
-    labels: frozenset[str]
+    labels: frozenset[str]  # with the capabilities it earned
     online: bool
     draining: bool
     free_slots: int
+    engine: str = "podman"  # the container engine it would use
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,16 +251,31 @@ class FairQueue:
         return waiting
 
     def _reason(self, job: QueuedJob, hosts: Sequence[HostView]) -> str:
-        able = [h for h in hosts if job.labels <= h.labels]
+        if Capability.APPROVED in job.labels:
+            return "waiting for approval"
+        labels = frozenset(x for x in job.labels if not x.startswith(RESERVED_LABEL))
+        able = [h for h in hosts if labels <= h.labels]
         usable = [h for h in able if h.online and not h.draining]
         if not usable:
             if any(h.draining for h in able):
                 return "host draining"
-            if not job.labels:
+            if not labels:
                 return "no online host"
-            return f"no online host has labels [{', '.join(sorted(job.labels))}]"
+            return f"no online host has labels [{', '.join(sorted(labels))}]"
+        if not any(job.labels <= h.labels for h in usable):
+            return _missing(job.labels, usable)
         if self._repos[job.repo].capped:
             return "repo at max_running"
         if not any(h.free_slots > 0 for h in usable):
             return "all matching slots busy"
         return "waiting for its turn"
+
+
+def _missing(labels: frozenset[str], hosts: Sequence[HostView]) -> str:
+    """Why no host that has a job's labels takes it: a capability none of them has."""
+    if Capability.UNTRUSTED in labels and not any(Capability.UNTRUSTED in h.labels for h in hosts):
+        return "no online host takes untrusted builds"
+    if Capability.CONTAINER in labels:
+        engines = " or ".join(sorted({h.engine for h in hosts}))
+        return f"no online host can confine it (needs {engines})"
+    return "no online host can confine it (needs bwrap)"

@@ -151,13 +151,18 @@ class JobLog:
         self._append(line if self._newline else b"\n" + line)
         self._save()
 
-    def finish(self) -> None:
-        """The job is done: write what the masker held back and close the log for good."""
+    def settle(self) -> None:
+        """The host's stream ended for good: write what the masker held back, since no
+        more of a secret can follow it."""
         held = self._masker.held
         out = self._masker.flush()
         self._raw += held
         self._append(out)
         self._save()
+
+    def finish(self) -> None:
+        """The job is done: settle, and close the log for good."""
+        self.settle()
         self.close()
         self._logs.close(self.job_id)
 

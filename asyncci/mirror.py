@@ -125,6 +125,12 @@ class Mirror:
                         f"{full}^{{commit}}", cwd=self.path)
         return out.decode().strip()
 
+    async def branches_containing(self, sha: str) -> list[str]:
+        """The mirror's branches whose history holds `sha`."""
+        out = await git("for-each-ref", "--format=%(refname:lstrip=2)",
+                        f"--contains={_checked(sha)}", "refs/heads/", cwd=self.path)
+        return out.decode(errors="replace").split("\n")[:-1]
+
     async def show(self, sha: str, path: str) -> bytes | None:
         """A file's bytes at a commit, or None when it isn't there."""
         try:

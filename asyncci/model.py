@@ -61,6 +61,9 @@ class JobSpec:
     env: dict[str, str] = field(default_factory=dict)
     artifacts: tuple[str, ...] = ()
     junit: tuple[str, ...] = ()
+    image: str = ""  # run in a fresh container of this image
+    isolation: str = "untrusted"  # "all": confined even when the build is trusted
+    network: bool = True  # false: confined without network
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -71,6 +74,9 @@ class JobSpec:
             "env": dict(self.env),
             "artifacts": list(self.artifacts),
             "junit": list(self.junit),
+            "image": self.image,
+            "isolation": self.isolation,
+            "network": self.network,
         }
 
     @classmethod
@@ -83,7 +89,44 @@ class JobSpec:
             env=dict(d.get("env") or {}),
             artifacts=tuple(d.get("artifacts") or ()),
             junit=tuple(d.get("junit") or ()),
+            image=str(d.get("image") or ""),
+            isolation=str(d.get("isolation") or "untrusted"),
+            network=bool(d.get("network", True)),
         )
+
+
+class Confinement(StrEnum):
+    """How a job is kept from the host and from other jobs (SPEC §5a)."""
+
+    SANDBOX = "sandbox"  # bubblewrap on the host
+    CONTAINER = "container"  # a fresh container of the job's image
+
+    @classmethod
+    def of(cls, spec: JobSpec, untrusted: bool) -> Confinement | None:
+        """An image always means a container; an untrusted build, or `isolation = "all"`,
+        a sandbox at least; anything else runs as the build user, unconfined."""
+        if spec.image:
+            return cls.CONTAINER
+        if untrusted or spec.isolation == "all":
+            return cls.SANDBOX
+        return None
+
+
+class Capability(StrEnum):
+    """Labels a host earns (by probing, or by its config) rather than being given: a job
+    that needs one waits for a host that has it. Config refuses labels of this prefix."""
+
+    SANDBOX = "asyncci:sandbox"  # bwrap works there
+    CONTAINER = "asyncci:container"  # its container engine answers
+    UNTRUSTED = "asyncci:untrusted"  # it takes untrusted builds
+    APPROVED = "asyncci:approved"  # no host has it: a job needing it waits for a person
+
+
+class Approval(StrEnum):
+    """A fork's pull request under `fork_pull_requests = "approve"` (SPEC §5a)."""
+
+    WAITING = "waiting"
+    APPROVED = "approved"
 
 
 @dataclass
@@ -129,6 +172,8 @@ class Build:
     message: str = ""
     author: str = ""
     fork: bool = False
+    untrusted: bool = False  # SPEC §5a: decided by the planner, once
+    approval: Approval | None = None  # None: needs none
     error: str | None = None  # why the build could not be planned
     base_ref: str | None = None  # the branch its test results are compared with
     started_at: datetime | None = None

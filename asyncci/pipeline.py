@@ -29,7 +29,8 @@ async def plan_jobs(repo: RepoConfig, mirror: Mirror, sha: str) -> list[JobSpec]
         raise PipelineError(f"repo {repo.name} has no script, and the commit has no"
                             f" {repo.pipeline_file or 'pipeline file'}")
     return [JobSpec(name="build", script=repo.script, labels=tuple(repo.labels),
-                    timeout=repo.timeout, env=dict(repo.env))]
+                    timeout=repo.timeout, env=dict(repo.env), image=repo.image,
+                    isolation=repo.isolation, network=repo.network)]
 
 
 def _parse(path: str, data: bytes) -> tuple[PipelineJob, ...]:
@@ -60,6 +61,9 @@ def expand(repo: RepoConfig, jobs: tuple[PipelineJob, ...]) -> list[JobSpec]:
             specs.append(JobSpec(
                 name=name, script=job.script, labels=tuple(dict.fromkeys(repo.labels + job.labels)),
                 timeout=timeout or None, env=env, artifacts=job.artifacts, junit=job.junit,
+                image=repo.image if job.image is None else job.image,
+                isolation=job.isolation or repo.isolation,
+                network=repo.network if job.network is None else job.network,
             ))
     if twice := [n for n, count in Counter(s.name for s in specs).items() if count > 1]:
         raise PipelineError(f"two jobs are named {twice[0]!r}")

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from .config import Config, RepoConfig, branch_matches
 from .mirror import GitError, Mirror, is_sha
-from .model import Build, Event, JobSpec, branch_of, iso
+from .model import Approval, Build, Event, JobSpec, branch_of, iso
 from .pipeline import PipelineError, plan_jobs
 from .store import BuildRequest, Enqueued, Store
 
 log = logging.getLogger(__name__)
+# GitHub's `author_association` values that need no approval for a fork's pull request.
+TRUSTED_AUTHORS = {"OWNER", "MEMBER", "COLLABORATOR"}
+UNTRUSTED_TIMEOUT = 1800.0  # an untrusted job's cap when its repo sets no timeout ("0")
 
 
 class PlanError(Exception):
@@ -71,12 +74,15 @@ class Planner:
         *,
         pr: int | None = None,
         fork: bool = False,
+        untrusted: bool = False,
+        approval: Approval | None = None,
         specs: Sequence[JobSpec] | None = None,
         base_ref: str | None = None,
     ) -> Enqueued:
         """Plan a build of `commit`; `key` None always makes a new one (manual builds).
         `base_ref` (a pull request's target) defaults to the default branch for other
-        branches: their test results are compared with it."""
+        branches: their test results are compared with it. An untrusted build's jobs
+        never run longer than the repo allows, whatever its pipeline file says."""
         if not is_sha(commit.sha):
             raise PlanError(f"not a commit sha: {commit.sha!r}")
         mirror = self._mirrors[repo.name]
@@ -94,9 +100,13 @@ class Planner:
                 specs = await plan_jobs(repo, mirror, commit.sha)
             except PipelineError as e:
                 specs, error = [], str(e)
+        if untrusted:
+            cap = repo.timeout or UNTRUSTED_TIMEOUT
+            specs = [replace(s, timeout=min(s.timeout or cap, cap)) for s in specs]
         request = BuildRequest(
             repo=repo.name, ref=ref, sha=commit.sha, event=event, trigger_key=key, pr=pr,
-            message=commit.message, author=commit.author, fork=fork,
+            message=commit.message, author=commit.author, fork=fork, untrusted=untrusted,
+            approval=approval,
             github=repo.github if self._config.github else None,
             base_ref=base_ref or self._base_of(repo, ref),
         )
@@ -126,7 +136,43 @@ class Planner:
         if sha is None:
             ref, sha = await self._head(repo, ref or self.default_branch(repo))
         full = _full_ref(ref) if ref else ""
-        return (await self.request(repo, full, Commit(sha), Event.MANUAL, None)).build
+        untrusted = await self._untrusted(repo, full, sha)
+        return (await self.request(repo, full, Commit(sha), Event.MANUAL, None,
+                                   untrusted=untrusted)).build
+
+    async def pull_request(self, repo: RepoConfig, number: int, sha: str, base: str,
+                           fork: bool, association: str) -> Enqueued | None:
+        """A pull request's head (SPEC §5a): one from a fork is untrusted, and under
+        `fork_pull_requests = "approve"` waits for a person unless GitHub says its author
+        belongs to the repo; None when fork pull requests are ignored."""
+        if fork and repo.fork_pull_requests == "ignore":
+            log.info("pull request %d of %s from a fork: ignored", number, repo.name)
+            return None
+        approval = None
+        if fork and repo.fork_pull_requests == "approve" and association not in TRUSTED_AUTHORS:
+            approval = Approval.WAITING
+        return await self.request(
+            repo, f"refs/pull/{number}/head", Commit(sha), Event.PULL_REQUEST,
+            pull_request_key(repo.name, number, sha), pr=number, fork=fork, untrusted=fork,
+            approval=approval, base_ref=f"refs/heads/{base}",
+        )
+
+    async def _untrusted(self, repo: RepoConfig, ref: str, sha: str) -> bool:
+        """A person asked for this code: trusted only if a branch the repo builds holds it
+        (SPEC §5a); a pull request's head never is, whoever's it is."""
+        if ref.startswith("refs/pull/"):
+            return True
+        branch = branch_of(ref)
+        mirror = self._mirrors[repo.name]
+        try:
+            if branch is not None and _builds(repo, branch) and await mirror.resolve(ref) == sha:
+                return False
+            await mirror.fetch()
+            return not any(_builds(repo, b) for b in await mirror.branches_containing(sha))
+        except GitError as e:
+            log.warning("repo %s: cannot tell which branches hold %s, so it is untrusted: %s",
+                        repo.name, sha[:12], e)
+            return True
 
     async def cron(self, repo: RepoConfig, slot: datetime) -> Build:
         """The schedule's build of the default branch's head for one time slot."""
@@ -157,9 +203,10 @@ class Planner:
         # whatever made planning fail, may have changed since).
         specs = await self._store.build_pipeline(build.id) or None
         commit = Commit(build.sha, build.message, build.author)
+        untrusted = build.untrusted or await self._untrusted(repo, build.ref, build.sha)
         return (await self.request(repo, build.ref, commit, Event.MANUAL, None, pr=build.pr,
-                                   fork=build.fork, specs=specs, base_ref=build.base_ref)
-                ).build
+                                   fork=build.fork, untrusted=untrusted, specs=specs,
+                                   base_ref=build.base_ref)).build
 
     async def branch_build(
         self, repo: RepoConfig, ref: str, commit: Commit, event: Event = Event.POLL
@@ -186,6 +233,10 @@ class Planner:
             if not any(c in pattern for c in "*?["):
                 return pattern
         raise PlanError(f"repo {repo.name} has no plain branch in `branches`; give a ref")
+
+
+def _builds(repo: RepoConfig, branch: str) -> bool:
+    return any(branch_matches(p, branch) for p in repo.branches)
 
 
 def _full_ref(ref: str) -> str:

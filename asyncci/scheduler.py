@@ -19,7 +19,8 @@ from .config import Config, HostConfig, RepoConfig
 from .fairqueue import FairQueue, HostView, QueuedJob, Share, Waiting
 from .hosts.base import Collected, Host, HostLost, JobRun, Outcome
 from .logs import JobLog, Logs
-from .model import Build, HostState, Job, JobState, counted, utcnow
+from .model import (Approval, Build, Capability, Confinement, HostState, Job, JobSpec, JobState,
+                    counted, utcnow)
 from .store import ActiveJob, Enqueued, Store
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,8 @@ STALE_WINDOW = timedelta(days=1)
 
 
 def job_env(build: Build, job: Job, host: HostConfig, repo: RepoConfig) -> dict[str, str]:
-    """SPEC §5, in its order: ASYNCCI_* first, then `env`, `slot_env`, secrets (not for forks).
+    """SPEC §5, in its order: ASYNCCI_* first, then `env`, `slot_env`, secrets (never for
+    an untrusted build).
     The base variables (PATH, HOME, USER, LANG, SHELL, TERM) come from the host's side."""
     slot = str(job.slot)
     env = {
@@ -49,9 +51,22 @@ def job_env(build: Build, job: Job, host: HostConfig, repo: RepoConfig) -> dict[
     }
     env.update(job.spec.env)
     env.update({k: v.replace("{slot}", slot) for k, v in host.slot_env.items()})
-    if not build.fork:
+    if not build.untrusted:
         env.update({s.name: s.value for s in repo.secrets})
     return env
+
+
+def needs(build: Build, spec: JobSpec) -> frozenset[str]:
+    """The capabilities a job needs of its host (SPEC §5a), beside its labels."""
+    wanted = set()
+    if (confinement := Confinement.of(spec, build.untrusted)) is not None:
+        wanted.add(Capability.CONTAINER if confinement is Confinement.CONTAINER
+                   else Capability.SANDBOX)
+    if build.untrusted:
+        wanted.add(Capability.UNTRUSTED)
+    if build.approval is Approval.WAITING:
+        wanted.add(Capability.APPROVED)
+    return frozenset(map(str, wanted))
 
 
 @dataclass
@@ -97,6 +112,18 @@ class Scheduler:
         self._cancelled((result.cancelled, result.stopping), "superseded by a newer build")
         self.wake()
 
+    async def approve_build(self, build_id: int) -> bool:
+        """Let a fork's jobs that wait for a person run; False if the build did not wait."""
+        build = await self._store.approve_build(build_id)
+        if build is None:
+            return False
+        for job in build.jobs:
+            if job.state is JobState.QUEUED and self.queue.remove(job.id):
+                self._push(job.id, build, job)
+        log.info("build %d approved", build_id)
+        self.wake()
+        return True
+
     async def cancel_build(self, build_id: int) -> None:
         reason = "cancelled by a user"
         self._cancelled(await self._store.cancel_build(build_id, reason), reason)
@@ -128,8 +155,9 @@ class Scheduler:
 
     def waiting(self) -> list[Waiting]:
         return self.queue.explain([
-            HostView(h.name, h.labels, h.state is HostState.ONLINE, h.name in self._drained,
-                     len(self._free[h.name]))
+            HostView(h.name, h.labels | h.capabilities, h.state is HostState.ONLINE,
+                     h.name in self._drained, len(self._free[h.name]),
+                     self._host_configs[h.name].container_command[0].rsplit("/", 1)[-1])
             for h in self.hosts.values()
         ])
 
@@ -146,7 +174,7 @@ class Scheduler:
     def shell_command(self, build: Build, job: Job) -> str | None:
         """How to open a shell in a job's workspace (SPEC §5), while its host is known."""
         host = self.hosts.get(job.host or "")
-        if host is None or job.slot is None:
+        if host is None or job.slot is None or build.untrusted:  # its workspace is gone
             return None
         return host.shell_command(build.repo, job.slot)
 
@@ -197,7 +225,7 @@ class Scheduler:
             if host.state is not HostState.ONLINE or host.name in self._drained:
                 continue
             free = self._free[host.name]
-            while free and (picked := self.queue.pick(host.labels)) is not None:
+            while free and (picked := self.queue.pick(host.labels | host.capabilities)):
                 slot = free.pop(0)
                 claim = await self._store.claim_job(picked.job_id, host.name, slot)
                 if claim is None:  # cancelled meanwhile
@@ -225,13 +253,18 @@ class Scheduler:
         env = job_env(build, job, self._host_configs[host.name], repo)
         run = JobRun(job.id, job.attempt, build.repo, repo.url, build.sha, build.ref,
                      job.slot or 0, job.spec.script, env, job.spec.artifacts, job.spec.junit,
-                     self._artifact_cap)
-        secrets = [] if build.fork else [s.value for s in repo.secrets]
+                     self._artifact_cap, build.untrusted,
+                     Confinement.of(job.spec, build.untrusted), job.spec.image,
+                     job.spec.network)
+        secrets = [] if build.untrusted else [s.value for s in repo.secrets]
         job_log = self._logs.open(job.id, secrets)
         if not attach:
             job_log.raw_offset = 0
+            confined = {None: "", Confinement.SANDBOX: ", in a sandbox",
+                        Confinement.CONTAINER: f", in a container of {run.image}"}
             job_log.note(f"[asyncci] attempt {job.attempt} on {host.name} slot {job.slot}"
-                         f" at {build.sha}")
+                         f" at {build.sha}{confined[run.confinement]}"
+                         + (" (untrusted: no secrets)" if build.untrusted else ""))
         running = self._running[job.id] = Running(run, host, build.repo)
         # A cancel (or a restart's pending one) that came before the job was listening.
         if (reason := await self._store.cancel_reason(job.id)) is not None:
@@ -353,7 +386,7 @@ class Scheduler:
     def _push(self, job_id: int, build: Build, job: Job) -> None:
         labels = frozenset(self._repos[build.repo].labels if build.repo in self._repos else ())
         self.queue.push(QueuedJob(job_id, build.repo, build.event.priority,
-                                  labels | frozenset(job.spec.labels)))
+                                  labels | frozenset(job.spec.labels) | needs(build, job.spec)))
 
 
 def _duration(seconds: float) -> str:

@@ -5,7 +5,9 @@ detached, on their hosts and are reattached at the next start)."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
 import shutil
 import signal
 from dataclasses import dataclass, field
@@ -30,6 +32,10 @@ from .web.app import create_app
 
 log = logging.getLogger(__name__)
 RETENTION_EVERY_S = 3600.0
+PR_SET_DUMPABLE = 4
+ROOT_WARNING = ("warning: asyncci runs as root: a job unconfined on a local host can read"
+                " the server's memory and files; run it, and the hosts' jobs, as an"
+                " unprivileged user")
 
 
 def validate(config: Config) -> list[str]:
@@ -109,7 +115,21 @@ class Server:
             await asyncio.sleep(RETENTION_EVERY_S)
 
 
+def hide_from_jobs() -> None:
+    """Not dumpable: this process's /proc/PID/environ, mem and fds are shut to its own
+    user, so a job of that user cannot read the tokens the server holds (root's jobs
+    still could: the README says to run unprivileged). Children are dumpable again once
+    they exec, so jobs are not affected."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux
+        log.warning("cannot make the server non-dumpable: jobs may read its environment")
+
+
 async def serve(config: Config) -> None:
+    hide_from_jobs()
+    if os.geteuid() == 0:
+        log.warning(ROOT_WARNING)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -119,8 +139,11 @@ async def serve(config: Config) -> None:
 
 
 async def check(config: Config) -> bool:
-    """Print what each host has (git, bash, slots, labels); False if any host fails."""
+    """Print what each host has (git, bash, how it confines jobs, slots, labels); False if
+    any host fails."""
     ok = True
+    if os.geteuid() == 0:
+        print(ROOT_WARNING)
     for host_config in config.hosts:
         try:
             host = make_host(host_config)

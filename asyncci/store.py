@@ -19,8 +19,8 @@ from pathlib import Path
 
 import aiosqlite
 
-from .model import (Artifact, Attempt, Build, Event, Job, JobSpec, JobState, TestOutcome,
-                    TestReport, TestResult, build_state, iso, utcnow)
+from .model import (Approval, Artifact, Attempt, Build, Event, Job, JobSpec, JobState,
+                    TestOutcome, TestReport, TestResult, build_state, iso, utcnow)
 
 PLAN_JOB = "pipeline"  # the job that carries the reason of a build that could not be planned
 MIGRATIONS: tuple[str, ...] = (
@@ -119,6 +119,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX tests_job ON tests (job_id);
     CREATE INDEX tests_name ON tests (name, job_id);
     """,
+    # SPEC §5a: whether a build's code is trusted, and a fork's wait for approval.
+    """
+    ALTER TABLE builds ADD COLUMN untrusted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE builds ADD COLUMN approval TEXT;
+    UPDATE builds SET untrusted = fork;
+    """,
 )
 
 
@@ -135,6 +141,8 @@ class BuildRequest:
     message: str = ""
     author: str = ""
     fork: bool = False
+    untrusted: bool = False
+    approval: Approval | None = None
     github: str | None = None
     base_ref: str | None = None  # what test results are compared with
 
@@ -267,11 +275,12 @@ class Store:
             state = JobState.ERRORED if reason else JobState.QUEUED
             cur = await self._db.execute(
                 "INSERT INTO builds (repo, ref, sha, event, pr, message, author, fork,"
-                " github, base_ref, trigger_key, pipeline, error, state, created_at,"
-                " finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " untrusted, approval, github, base_ref, trigger_key, pipeline, error, state,"
+                " created_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (req.repo, req.ref, req.sha, str(req.event), req.pr, req.message,
-                 req.author, int(req.fork), req.github, req.base_ref, req.trigger_key, pipeline,
-                 reason, str(state), now, now if reason else None),
+                 req.author, int(req.fork), int(req.untrusted), req.approval and str(req.approval),
+                 req.github, req.base_ref, req.trigger_key, pipeline, reason, str(state), now,
+                 now if reason else None),
             )
             build_id = cur.lastrowid
             assert build_id is not None
@@ -305,6 +314,20 @@ class Store:
                     f"superseded by build {build_id}",
                 )
         return result
+
+    async def approve_build(self, build_id: int) -> Build | None:
+        """waiting → approved; the build, or None if it was not waiting. Its queued jobs'
+        statuses are told again: they no longer wait for a person."""
+        async with self._lock, self._tx():
+            row = await self._one(
+                "UPDATE builds SET approval = 'approved' WHERE id = ? AND approval = 'waiting'"
+                " RETURNING id", build_id)
+            if row is None:
+                return None
+            queued = await self._all(
+                "SELECT id FROM jobs WHERE build_id = ? AND state = 'queued'", build_id)
+            await self._outbox_rows([r[0] for r in queued], JobState.QUEUED)
+            return await self._build(build_id)
 
     async def cancel_build(self, build_id: int, reason: str) -> tuple[list[int], list[int]]:
         """Cancel queued jobs now and mark running ones to be stopped; (cancelled, stopping)."""
@@ -484,7 +507,8 @@ class Store:
         async with self._lock:
             rows = await self._all(
                 "SELECT j.*, b.repo AS b_repo, b.ref AS b_ref, b.sha AS b_sha,"
-                " b.event AS b_event, b.pr AS b_pr, b.fork AS b_fork, b.created_at AS b_created"
+                " b.event AS b_event, b.pr AS b_pr, b.fork AS b_fork, b.created_at AS b_created,"
+                " b.untrusted AS b_untrusted, b.approval AS b_approval"
                 " FROM jobs j JOIN builds b ON b.id = j.build_id"
                 " WHERE j.state IN ('queued', 'running') ORDER BY j.id"
             )
@@ -660,7 +684,8 @@ class Store:
             rows = await self._all(
                 "SELECT o.id AS o_id, o.state AS o_state, j.*, b.github AS b_github,"
                 " b.repo AS b_repo, b.ref AS b_ref, b.sha AS b_sha, b.event AS b_event,"
-                " b.pr AS b_pr, b.fork AS b_fork, b.created_at AS b_created"
+                " b.pr AS b_pr, b.fork AS b_fork, b.created_at AS b_created,"
+                " b.untrusted AS b_untrusted, b.approval AS b_approval"
                 " FROM outbox o JOIN jobs j ON j.id = o.job_id JOIN builds b ON b.id = j.build_id"
                 " WHERE o.sent_at IS NULL ORDER BY o.id LIMIT ?",
                 limit,
@@ -729,7 +754,7 @@ def _build_from(r: sqlite3.Row) -> Build:
         id=r["id"], repo=r["repo"], ref=r["ref"], sha=r["sha"], event=Event(r["event"]),
         state=JobState(r["state"]), created_at=datetime.fromisoformat(r["created_at"]),
         pr=r["pr"], message=r["message"], author=r["author"], fork=bool(r["fork"]),
-        error=r["error"], base_ref=r["base_ref"], started_at=_time(r["started_at"]),
+        untrusted=bool(r["untrusted"]), approval=_approval(r["approval"]), error=r["error"], base_ref=r["base_ref"], started_at=_time(r["started_at"]),
         finished_at=_time(r["finished_at"]),
     )
 
@@ -740,7 +765,12 @@ def _build_head(r: sqlite3.Row) -> Build:
         id=r["build_id"], repo=r["b_repo"], ref=r["b_ref"], sha=r["b_sha"],
         event=Event(r["b_event"]), state=JobState.RUNNING,
         created_at=datetime.fromisoformat(r["b_created"]), pr=r["b_pr"], fork=bool(r["b_fork"]),
+        untrusted=bool(r["b_untrusted"]), approval=_approval(r["b_approval"]),
     )
+
+
+def _approval(value: str | None) -> Approval | None:
+    return None if value is None else Approval(value)
 
 
 def _job_from(r: sqlite3.Row) -> Job:

@@ -19,22 +19,19 @@ from importlib.resources import files
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+from ..config import HostConfig
 from ..logs import JobLog
-from ..model import Artifact, HostState, TestResult
+from ..model import Artifact, Capability, Confinement, HostState, TestResult
 from .results import parse_junit
 
 CHUNK = 1 << 16  # 64 KiB reads: line iterators cost ~3 µs of Python per line
 KILL_GRACE_S = 10  # SPEC §5: SIGTERM, then SIGKILL 10 s later
 WRAPPER = files(__package__).joinpath("job.sh").read_text()
-# The command line every host runs: fixed text that reads the wrapper from stdin in one go
-# (bash reading a script from a pipe would read it a byte at a time).
-READ_WRAPPER = 'eval "$(cat)"'
-COMMAND = f"bash -c {shlex.quote(READ_WRAPPER)}"
-# What `asyncci check` asks of a host: one line, and a non-zero exit if git or bash lacks.
-PROBE = (
-    'command -v git >/dev/null || { echo "git is missing"; exit 1; }; '
-    'printf "%s; bash %s" "$(git --version)" "${BASH_VERSION%%(*}"'
-)
+# The command line every host runs: fixed text that reads the wrapper's bytes (their count
+# is its one argument) from stdin in one go (bash reading a script from a pipe would read
+# it a byte at a time); the rest of stdin stays for the server's `forget` (see job.sh).
+READ_WRAPPER = 'eval "$(head -c "$0")"'
+FORGET = b"forget\n"
 JUNIT_MAX_BYTES = 50 * 10**6  # a report bigger than this is not read
 MAX_TESTS = 100_000  # test cases kept per job: each is a row, and is read for every report
 
@@ -59,6 +56,10 @@ class JobRun:
     artifacts: tuple[str, ...] = ()  # glob patterns, relative to the workspace
     junit: tuple[str, ...] = ()
     artifact_cap: int = 0  # bytes per job over artifacts and junit files; 0: collect nothing
+    untrusted: bool = False  # a workspace of its own, removed once the job ended
+    confinement: Confinement | None = None
+    image: str = ""
+    network: bool = True
 
     @property
     def dirname(self) -> str:
@@ -70,6 +71,11 @@ class JobRun:
 class Outcome:
     exit_code: int | None  # None: the job ended without a status (or never started)
     error: str | None = None  # why it could not start (e.g. checkout failed)
+
+    @property
+    def told(self) -> bool:
+        """The host told how the attempt ended: it waits for FORGET to drop its log."""
+        return self.exit_code is not None or self.error is not None
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,8 @@ class Collected:
 class Host(Protocol):
     name: str
     labels: frozenset[str]
+    capabilities: frozenset[str]  # Capability labels the host has shown it has
+    abilities: str  # how it confines, in words: `sandbox: bubblewrap 0.8.0; containers: no`
     slots: int
     state: HostState
     last_error: str | None
@@ -107,7 +115,8 @@ class Host(Protocol):
         """A command that opens a shell in a slot's workspace for the repo."""
 
     async def probe(self) -> str:
-        """Versions of what jobs need there (git, bash); raises HostLost if unusable."""
+        """Versions of what jobs need there (git, bash) and of what confines them there;
+        raises HostLost if unusable."""
 
     async def collect(self, run: JobRun, dest: Path) -> Collected:
         """Copy the finished attempt's artifacts to `dest`, replacing whatever is there, and
@@ -115,8 +124,15 @@ class Host(Protocol):
 
 
 def workspace_path(workdir: str, repo: str, slot: int) -> str:
-    """Mirrors job.sh's layout: one workspace per repo and slot, cleaned for each job."""
+    """One workspace per repo and slot for trusted jobs, cleaned for each job."""
     return f"{workdir.rstrip('/')}/ws/{repo}/{slot}"
+
+
+def run_workspace(workdir: str, run: JobRun) -> str:
+    """An untrusted job's workspace is its attempt's own: no other job ever used it."""
+    if run.untrusted:
+        return f"{workdir.rstrip('/')}/ws/untrusted/{run.dirname}"
+    return workspace_path(workdir, run.repo, run.slot)
 
 
 def job_path(workdir: str, run: JobRun) -> str:
@@ -124,13 +140,30 @@ def job_path(workdir: str, run: JobRun) -> str:
     return f"{workdir.rstrip('/')}/jobs/{run.dirname}"
 
 
-def wrapper_input(mode: str, workdir: str, run: JobRun, offset: int = 0) -> bytes:
+NO_RUN = JobRun(0, 0, "", "", "", "", 0, "")  # what a probe is about: no job
+
+
+def wrapper_input(mode: str, host: HostConfig, workdir: str, run: JobRun = NO_RUN,
+                  offset: int = 0) -> bytes:
     """The wrapper with its preamble: every value shell-quoted, so a branch named
     `$(rm -rf ~)` or `--upload-pack=x` stays data."""
-    collect = mode == "start" and run.artifact_cap > 0
+    start = mode == "start"
+    collect = start and run.artifact_cap > 0
+    slot = str(run.slot)
     values = {
         "AC_MODE": mode,
         "AC_WORKDIR": workdir,
+        "AC_WS": run_workspace(workdir, run),
+        "AC_MIRROR": f"{workdir.rstrip('/')}/mirrors/{run.repo}.git",
+        "AC_FRESH": "1" if run.untrusted else "",
+        "AC_CONFINE": str(run.confinement or "") if start else "",
+        "AC_IMAGE": run.image,
+        "AC_NETWORK": "1" if run.network else "",
+        "AC_ENGINE": "\n".join(host.container_command),
+        "AC_ENGINE_OPTIONS": "\n".join(host.container_options),
+        "AC_DEVICES": "\n".join(d.replace("{slot}", slot) for d in host.slot_devices),
+        "AC_HIDE": "\n".join(host.hidden),
+        "AC_ENV_NAMES": "\n".join(run.env) if start else "",
         "AC_JOB": run.dirname,
         "AC_REPO": run.repo,
         "AC_URL": run.url,
@@ -149,6 +182,25 @@ def wrapper_input(mode: str, workdir: str, run: JobRun, offset: int = 0) -> byte
     return (preamble + WRAPPER).encode()
 
 
+def command(wrapper: bytes) -> str:
+    """The command line that runs `wrapper` sent over stdin: no job data in it."""
+    return f"bash -c {shlex.quote(READ_WRAPPER)} {len(wrapper)}"
+
+
+def capabilities(config: HostConfig, probed: str) -> tuple[frozenset[str], str]:
+    """What a host's probe says it can do, as the labels confined jobs need, and in words
+    for `asyncci check` and the hosts page."""
+    found = dict(line.split(" ", 1) for line in probed.splitlines()[1:] if " " in line)
+    labels = {Capability.SANDBOX: "sandbox" in found, Capability.CONTAINER: "container" in found,
+              Capability.UNTRUSTED: config.untrusted}
+    engine = config.container_command[0].rsplit("/", 1)[-1]
+    words = (f"sandbox: {found.get('sandbox') or 'no (needs bwrap)'}; containers:"
+             f" {found.get('container') or f'no (needs {engine})'}")
+    if not config.untrusted:
+        words += "; untrusted builds: never"
+    return frozenset(str(label) for label, ok in labels.items() if ok), words
+
+
 def env_file(env: Mapping[str, str]) -> str:
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
 
@@ -158,10 +210,15 @@ class Reader(Protocol):
 
 
 async def pump(stdout: Reader, stderr: Reader, log: JobLog) -> Outcome:
-    """Copy the log stream into `log` in chunks, then read how the job ended."""
+    """Copy the log stream into `log` in chunks, then read how the job ended. Once it
+    ended, the whole log is in `log` (the masker holds nothing back any more): the host
+    may be told to forget its copy."""
     while chunk := await stdout.read(CHUNK):
         log.write(chunk)
-    return parse_status(await stderr.read())
+    outcome = parse_status(await stderr.read())
+    if outcome.told:
+        log.settle()
+    return outcome
 
 
 def parse_status(stderr: bytes) -> Outcome:

@@ -2,49 +2,77 @@
 # `bash -c 'eval "$(cat)"'` after a preamble of shell-quoted AC_* assignments, so no job
 # data (script, environment, secrets, branch names) ever appears on a command line.
 #
-# AC_MODE   start  check out AC_SHA, start the script detached, then stream its log
+# AC_MODE   start  check out AC_SHA into AC_WS, start the script detached, stream its log
 #           attach stream the log of a job already started, from byte AC_OFFSET
 #           kill   SIGTERM the job's process group now, SIGKILL it AC_GRACE seconds later
+#           probe  print git's and bash's versions, then what the host can confine with
 # AC_ARTIFACTS and AC_JUNIT (start mode): glob patterns, one a line, naming what to collect
 # from the workspace once the job ended, within AC_CAP bytes in all (see `collect`).
+# AC_CONFINE (start mode): "" runs the script as the build user; "sandbox" in bubblewrap;
+# "container" in a fresh container of AC_IMAGE run by the words of AC_ENGINE (SPEC §5a).
+# AC_FRESH=1: the workspace is the job's own (an untrusted job's), removed after it.
 # Streams: stdout carries only the job's log bytes; the last line on stderr says how the
 # job ended: `asyncci-exit N`, `asyncci-lost` (no exit status: the job's supervisor was
-# killed) or `asyncci-error MESSAGE` (the job could not be started).
+# killed) or `asyncci-error MESSAGE` (the job could not be started). After an exit or an
+# error, the wrapper waits for the server's `forget` on stdin, which says the server has
+# the whole log: only then does the host's unmasked copy go.
 set -u
 umask 077
 cd -- "$AC_WORKDIR" 2>/dev/null || { mkdir -p -- "$AC_WORKDIR" && cd -- "$AC_WORKDIR"; } ||
 	{ echo "asyncci-error workdir $AC_WORKDIR unusable" >&2; exit 3; }
 jobdir="$PWD/jobs/$AC_JOB"
 
+lines() {
+	# NAME TEXT: the array NAME gets TEXT's lines, none for an empty TEXT; no word
+	# splitting or globbing on the way, whatever the values hold.
+	local -n into=$1
+	into=()
+	[ -z "$2" ] || mapfile -t into <<<"$2"
+}
+
 fail() {
 	printf 'asyncci-error %s\n' "$*" >&2
 	exit 3
 }
 
+g() {
+	# asyncci's own git: hooks never run, wherever a job may have put them.
+	git -c core.hooksPath=/dev/null "$@"
+}
+
 fetch() {
-	local mirror="$1"
-	[ -d "$mirror" ] || git init -q --bare -- "$mirror" || return
-	git -C "$mirror" cat-file -e "$AC_SHA^{commit}" 2>/dev/null && return
+	local mirror="$AC_MIRROR"
+	[ -d "$mirror" ] || g init -q --bare -- "$mirror" || return
+	g -C "$mirror" cat-file -e "$AC_SHA^{commit}" 2>/dev/null && return
 	if [ -n "$AC_REF" ]; then
-		git -C "$mirror" fetch -q --no-tags --force -- "$AC_URL" "+$AC_REF:$AC_REF" && \
-			git -C "$mirror" cat-file -e "$AC_SHA^{commit}" 2>/dev/null && return
+		g -C "$mirror" fetch -q --no-tags --force -- "$AC_URL" "+$AC_REF:$AC_REF" && \
+			g -C "$mirror" cat-file -e "$AC_SHA^{commit}" 2>/dev/null && return
 	fi
-	git -C "$mirror" fetch -q --no-tags -- "$AC_URL" "$AC_SHA" 2>/dev/null && return
-	git -C "$mirror" fetch -q --no-tags --force -- "$AC_URL" '+refs/heads/*:refs/heads/*' || return
-	git -C "$mirror" cat-file -e "$AC_SHA^{commit}" || return
+	g -C "$mirror" fetch -q --no-tags -- "$AC_URL" "$AC_SHA" 2>/dev/null && return
+	g -C "$mirror" fetch -q --no-tags --force -- "$AC_URL" '+refs/heads/*:refs/heads/*' || return
+	g -C "$mirror" cat-file -e "$AC_SHA^{commit}" || return
 }
 
 checkout() {
-	local mirror="$PWD/mirrors/$AC_REPO.git" ws="$1"
-	if [ ! -d "$ws/.git" ]; then
-		git init -q -- "$ws" && echo "$mirror/objects" >"$ws/.git/objects/info/alternates" || return
+	# The workspace's git metadata is made anew for every job, so nothing a job left in it
+	# (hooks, a config with filters or an fsmonitor, info/attributes, a `.git` file that
+	# points elsewhere) takes effect; only the index is kept, so that unchanged files are
+	# not written again. An untrusted job never gets a workspace another job used.
+	local ws=$AC_WS meta=$AC_WS/.git
+	mkdir -p -- "$ws" || return
+	if [[ -d $meta && ! -L $meta && -f $meta/index && ! -L $meta/index ]]; then
+		mv -f -- "$meta/index" "$ws.index" || return
 	fi
+	[[ ! -e $meta && ! -L $meta ]] || rm -rf -- "$meta" || return
+	g init -q --template= -- "$ws" && echo "$AC_MIRROR/objects" >"$meta/objects/info/alternates" ||
+		return
+	[ ! -e "$ws.index" ] || mv -f -- "$ws.index" "$meta/index" || return
 	# Usually the commit is there already: try before taking the mirror's lock.
-	if ! git -C "$ws" checkout -q -f --detach "$AC_SHA" -- 2>/dev/null; then
-		(flock 9 && fetch "$mirror") 9>"$mirror.lock" || return
-		git -C "$ws" checkout -q -f --detach "$AC_SHA" -- || return
+	if ! g -C "$ws" checkout -q -f --detach "$AC_SHA" -- 2>/dev/null; then
+		(flock 9 && fetch) 9>"$AC_MIRROR.lock" || return
+		g -C "$ws" checkout -q -f --detach "$AC_SHA" -- || return
 	fi
-	git -C "$ws" clean -q -ffdx
+	g -C "$ws" clean -q -ffdx
 }
 
 forget_old_jobs() {
@@ -54,19 +82,19 @@ forget_old_jobs() {
 }
 
 start() {
-	local ws="$PWD/ws/$AC_REPO/$AC_SLOT"
 	((RANDOM % 64)) || forget_old_jobs
 	[ ! -e "$jobdir/cancel" ] || fail "cancelled before it started"
 	[ ! -e "$jobdir" ] || rm -rf -- "$jobdir"
-	mkdir -p -- "$jobdir" mirrors "$ws" || fail "cannot create $jobdir"
+	mkdir -p -- "$jobdir" "${AC_MIRROR%/*}" || fail "cannot create $jobdir"
 	printf '%s' "$AC_ENV" >"$jobdir/env"
 	printf '%s' "$AC_SCRIPT" >"$jobdir/script"
 	# The supervisor is a session of its own from here on: a connection that drops (or a
 	# server that stops) even during the checkout loses nothing. Functions and values
 	# reach it through the environment, not its command line.
-	export -f supervise checkout fetch collect gather put note
-	export AC_WORKDIR AC_REPO AC_URL AC_SHA AC_REF AC_GRACE AC_DIR="$jobdir" AC_WS="$ws" \
-		AC_ARTIFACTS AC_JUNIT AC_CAP
+	export -f supervise confine lines checkout fetch g collect gather put note
+	export AC_JOB AC_WORKDIR AC_REPO AC_URL AC_SHA AC_REF AC_GRACE AC_DIR="$jobdir" AC_WS AC_MIRROR \
+		AC_ARTIFACTS AC_JUNIT AC_CAP AC_CONFINE AC_IMAGE AC_NETWORK AC_ENGINE AC_ENGINE_OPTIONS \
+		AC_DEVICES AC_HIDE AC_ENV_NAMES AC_FRESH
 	setsid bash -c supervise </dev/null >/dev/null 2>&1 &
 	# Not a process group leader, setsid(1) does not fork: $! is the supervisor.
 	echo $! >"$jobdir/sup.pid"
@@ -77,19 +105,23 @@ supervise() {
 	# The script gets a process group of its own, so killing it leaves the supervisor to
 	# record the status; `env -i` keeps the server's own environment (tokens) from it.
 	# What the script leaves running in its group is stopped before the job counts as
-	# ended, so the slot's next job never meets it.
-	local pgid status n=0
+	# ended, so the slot's next job never meets it; a confined job's PID namespace goes
+	# with its script, and with it whatever the job started, `setsid` or not.
+	local pgid status n=0 script="$AC_DIR/script"
+	local -a jail=() engine
+	lines engine "$AC_ENGINE"
 	cd -- "$AC_WORKDIR" || exit
-	if ! checkout "$AC_WS" >"$AC_DIR/checkout.log" 2>&1; then
+	if ! checkout >"$AC_DIR/checkout.log" 2>&1; then
 		printf 'checkout of %s failed: %s' "$AC_SHA" \
 			"$(tail -c 1500 "$AC_DIR/checkout.log" | tr '\n' ' ')" >"$AC_DIR/job.error"
 		return
 	fi
 	cd -- "$AC_WS" || exit
+	[ -z "$AC_CONFINE" ] || confine
 	env -i PATH="$PATH" HOME="$HOME" USER="${USER:-$(id -un)}" LANG="${LANG:-C.UTF-8}" \
 		SHELL="${SHELL:-/bin/bash}" TERM=dumb \
-		setsid bash -c 'set -a; . "$0/env"; set +a; rm -f -- "$0/env"; exec bash -eo pipefail "$0/script"' "$AC_DIR" \
-		</dev/null >"$AC_DIR/job.log" 2>&1 &
+		setsid bash -c 'set -a; . "$0/env"; set +a; rm -f -- "$0/env"; exec "$@"' "$AC_DIR" \
+		"${jail[@]}" bash -eo pipefail "$script" </dev/null >"$AC_DIR/job.log" 2>&1 &
 	pgid=$!
 	echo $pgid >"$AC_DIR/job.pid"
 	# A kill that came before job.pid existed left this mark (see kill_job).
@@ -103,9 +135,51 @@ supervise() {
 		done
 		kill -KILL -- "-$pgid" 2>/dev/null
 	fi
+	# The engine's `run` is not the container: one killed by a timeout leaves it running.
+	[ "$AC_CONFINE" != container ] || "${engine[@]}" rm -f -- "asyncci-$AC_JOB" >/dev/null 2>&1
 	# Before job.exit: the stream, which ends with this process, carries collect's notes.
 	[ -z "$AC_ARTIFACTS$AC_JUNIT" ] || collect
+	[ -z "$AC_FRESH" ] || rm -rf -- "$AC_WS"
 	echo $status >"$AC_DIR/job.exit"
+}
+
+confine() {
+	# Sets the supervisor's `jail` (the words the script runs under) and `script` (its
+	# path in there); paths only, never the environment, reach the command line.
+	local p
+	local -a options devices hidden
+	lines options "$AC_ENGINE_OPTIONS"
+	lines devices "$AC_DEVICES"
+	lines hidden "$AC_HIDE"
+	if [ "$AC_CONFINE" = container ]; then
+		# Names only: the engine takes each value from its own environment, so a value
+		# may hold anything, a newline too, and none is written to a file.
+		printf '%s\n' "$AC_ENV_NAMES" TERM LANG >"$AC_DIR/env.names"
+		script=/.asyncci-script
+		jail=("${engine[@]}" run --rm --init --name "asyncci-$AC_JOB" "${options[@]}"
+			--env-file "$AC_DIR/env.names" -v "$AC_WS:$AC_WS" -w "$AC_WS"
+			-v "$AC_MIRROR/objects:$AC_MIRROR/objects:ro" -v "$AC_DIR/script:$script:ro")
+		[ -n "$AC_NETWORK" ] || jail+=(--network none)
+		for p in "${devices[@]}"; do jail+=(--device "$p"); done
+		jail+=("$AC_IMAGE")
+		return
+	fi
+	# The host read-only; its workdir, the build user's home and the server's own files
+	# hidden; then the workspace (writable) and the repo's objects (so git log works) back.
+	script=/tmp/.asyncci-script
+	jail=(bwrap --die-with-parent --unshare-pid --unshare-ipc --cap-drop ALL
+		--ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --tmpfs "$HOME" --tmpfs "$AC_WORKDIR")
+	for p in "${hidden[@]}"; do
+		if [[ -d $p ]]; then
+			jail+=(--tmpfs "$p")
+		elif [[ -e $p ]]; then
+			jail+=(--ro-bind /dev/null "$p")
+		fi
+	done
+	jail+=(--bind "$AC_WS" "$AC_WS" --ro-bind "$AC_MIRROR/objects" "$AC_MIRROR/objects"
+		--ro-bind "$AC_DIR/script" "$script" --chdir "$AC_WS")
+	[ -n "$AC_NETWORK" ] || jail+=(--unshare-net)
+	jail+=(--)
 }
 
 collect() {
@@ -217,7 +291,7 @@ note() {
 }
 
 stream() {
-	local sup status
+	local sup status ack
 	[ -s "$jobdir/sup.pid" ] || { echo asyncci-lost >&2; exit 0; }
 	read -r sup <"$jobdir/sup.pid"
 	if kill -0 "$sup" 2>/dev/null; then
@@ -232,7 +306,10 @@ stream() {
 		printf 'asyncci-error %s\n' "$(cat -- "$jobdir/job.error")" >&2
 	else
 		echo asyncci-lost >&2
+		return
 	fi
+	exec >&- 2>&- # the server's end of the stream, and the end of its wait for how it ended
+	read -r ack && [ "$ack" = forget ] && rm -f -- "$jobdir/job.log"
 }
 
 kill_job() {
@@ -253,9 +330,21 @@ kill_job() {
 	exit 0
 }
 
+probe() {
+	local -a engine
+	lines engine "$AC_ENGINE"
+	command -v git >/dev/null || { echo "git is missing"; exit 1; }
+	printf '%s; bash %s\n' "$(git --version)" "${BASH_VERSION%%(*}"
+	! command -v bwrap >/dev/null ||
+		! bwrap --ro-bind / / --dev /dev --proc /proc --unshare-pid --cap-drop ALL true 2>/dev/null ||
+		echo "sandbox $(bwrap --version)"
+	! "${engine[@]}" version >/dev/null 2>&1 || echo "container $("${engine[@]}" --version)"
+}
+
 case "$AC_MODE" in
 start) start ;;
 attach) stream ;;
 kill) kill_job ;;
+probe) probe ;;
 *) fail "unknown mode $AC_MODE" ;;
 esac

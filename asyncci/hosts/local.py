@@ -1,7 +1,9 @@
 """The build host on the server's own machine: `job.sh` in a local bash.
 
 The job itself is detached from the server (its own session, started by the wrapper), so
-it outlives a server restart; only the streaming wrapper is the server's child.
+it outlives a server restart; only the streaming wrapper is the server's child. The
+wrapper starts from a minimal environment: the server's own holds its tokens, and a job
+can read its parents' environments through /proc.
 """
 
 from __future__ import annotations
@@ -15,78 +17,108 @@ from pathlib import Path
 from ..config import HostConfig
 from ..logs import JobLog
 from ..model import HostState
-from .base import (PROBE, READ_WRAPPER, Collected, Entry, HostLost, JobRun, Outcome, collect_files,
-                   job_path, pump, workspace_path, wrapper_input)
+from .base import (FORGET, READ_WRAPPER, Collected, Entry, HostLost, JobRun, Outcome,
+                   capabilities, collect_files, job_path, pump, workspace_path, wrapper_input)
 
 COPY_CHUNK = 8 << 20  # copied in the kernel; other tasks run between chunks
+BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "SHELL")  # all the wrapper inherits
 
 
 class LocalHost:
     def __init__(self, config: HostConfig) -> None:
         self.name = config.name
         self.labels = frozenset(config.labels)
+        self.capabilities: frozenset[str] = frozenset()
+        self.abilities = "not probed yet"
         self.slots = config.slots
         self.state = HostState.ONLINE
         self.last_error: str | None = None
         self.latency_ms: float | None = 0.0
+        self._config = config
         self._workdir = str(Path(config.workdir).absolute())
+        self._on_change: Callable[[], None] = lambda: None
 
     def watch(self, on_change: Callable[[], None]) -> None:
-        """A local host is always online: nothing to report."""
+        self._on_change = on_change
 
     async def maintain(self) -> None:
-        """Nothing to keep up: there is no connection."""
+        """No connection to keep: only learn once what this machine can confine with."""
+        try:
+            probed = await self._probe()
+        except HostLost as e:
+            self.last_error = str(e)
+            return
+        self.capabilities, self.abilities = capabilities(self._config, probed)
+        self._on_change()
 
     async def run(self, run: JobRun, log: JobLog, attach: bool) -> Outcome:
         mode = "attach" if attach else "start"
-        proc = await self._wrapper(wrapper_input(mode, self._workdir, run, log.raw_offset))
+        proc = await self._wrapper(wrapper_input(mode, self._config, self._workdir, run,
+                                                 log.raw_offset), keep_open=True)
         try:
-            assert proc.stdout is not None and proc.stderr is not None
-            return await pump(proc.stdout, proc.stderr, log)
+            assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+            outcome = await pump(proc.stdout, proc.stderr, log)
+            if outcome.told:
+                proc.stdin.write(FORGET)
+            proc.stdin.close()
+            await proc.wait()
+            return outcome
         finally:
             # On cancel (server shutdown) only the streaming wrapper goes; the job goes on.
             if proc.returncode is None:
                 proc.kill()
-            await proc.wait()
+                await proc.wait()
 
     async def kill(self, run: JobRun) -> None:
-        proc = await self._wrapper(wrapper_input("kill", self._workdir, run))
-        await proc.wait()
+        await self._command(wrapper_input("kill", self._config, self._workdir, run))
 
     def shell_command(self, repo: str, slot: int) -> str | None:
         return f"cd {shlex.quote(workspace_path(self._workdir, repo, slot))} && exec bash"
 
     async def probe(self) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            "bash", "-c", PROBE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
-        out, _ = await proc.communicate()
-        if proc.returncode != 0:
-            raise HostLost(out.decode(errors="replace").strip() or "probe failed")
-        return out.decode(errors="replace").strip()
+        probed = await self._probe()
+        return f"{probed.splitlines()[0]}; {capabilities(self._config, probed)[1]}"
+
+    async def _probe(self) -> str:
+        status, out = await self._command(wrapper_input("probe", self._config, self._workdir))
+        if status != 0:
+            raise HostLost(out or "probe failed")
+        return out
+
+    async def _command(self, data: bytes) -> tuple[int, str]:
+        """A short wrapper run to its end: exit status and output."""
+        proc = await self._wrapper(data)
+        try:
+            out, _ = await proc.communicate()
+        finally:
+            if proc.returncode is None:  # cancelled: leave nothing behind
+                proc.kill()
+                await proc.wait()
+        return proc.returncode or 0, out.decode(errors="replace").strip()
 
     async def collect(self, run: JobRun, dest: Path) -> Collected:
         return await collect_files(_LocalFiles(Path(job_path(self._workdir, run))), dest,
                                    run.artifact_cap)
 
     @staticmethod
-    async def _wrapper(data: bytes) -> asyncio.subprocess.Process:
+    async def _wrapper(data: bytes, keep_open: bool = False) -> asyncio.subprocess.Process:
+        """The wrapper, fed `data`; stdin stays open for FORGET with `keep_open`."""
         try:
             proc = await asyncio.create_subprocess_exec(
-                "bash", "-c", READ_WRAPPER,
+                "bash", "-c", READ_WRAPPER, str(len(data)),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                env={k: os.environ[k] for k in BASE_ENV if k in os.environ},
             )
         except OSError as e:
             raise HostLost(f"cannot start bash: {e}") from e
         assert proc.stdin is not None
         proc.stdin.write(data)
         await proc.stdin.drain()
-        proc.stdin.close()
+        if not keep_open:
+            proc.stdin.close()
         return proc
-
-
 class _LocalFiles:
     """An attempt's directory on this machine. Files are opened with O_NOFOLLOW: one
     swapped for a symlink after it was listed is not followed."""

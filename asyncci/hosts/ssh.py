@@ -28,8 +28,8 @@ import asyncssh
 from ..config import HostConfig
 from ..logs import JobLog
 from ..model import HostState
-from .base import (COMMAND, PROBE, Collected, Entry, HostLost, JobRun, Outcome, collect_files,
-                   job_path, pump, workspace_path, wrapper_input)
+from .base import (FORGET, Collected, Entry, HostLost, JobRun, Outcome, capabilities,
+                   collect_files, command, job_path, pump, workspace_path, wrapper_input)
 
 log = logging.getLogger(__name__)
 SFTP_READ = 4 << 20
@@ -75,6 +75,8 @@ class SSHHost:
     def __init__(self, config: HostConfig) -> None:
         self.name = config.name
         self.labels = frozenset(config.labels)
+        self.capabilities: frozenset[str] = frozenset()
+        self.abilities = "not probed yet"
         self.slots = config.slots
         self.state = HostState.CONNECTING
         self.last_error: str | None = None
@@ -120,6 +122,8 @@ class SSHHost:
                 try:
                     conn = await self.connect()
                     await self._prepare(conn)
+                    self.capabilities, self.abilities = capabilities(
+                        self._config, await self._probe(conn))
                     await self._kill_stale(conn)
                 except (OSError, asyncssh.Error, TimeoutError, HostLost) as e:
                     failures += 1
@@ -146,17 +150,28 @@ class SSHHost:
                 raise HostLost(f"prepare failed (exit {result.exit_status}): "
                                f"{_text(result.stderr or result.stdout)[-500:]}")
 
+    async def _probe(self, conn: asyncssh.SSHClientConnection) -> str:
+        """Versions of git and bash, then what the host confines with (see job.sh)."""
+        result = await self._command(conn, wrapper_input("probe", self._config, self._workdir))
+        if result.exit_status != 0:
+            raise HostLost(_text(result.stdout or result.stderr).strip() or "git or bash missing")
+        return _text(result.stdout).strip()
+
     async def _kill_stale(self, conn: asyncssh.SSHClientConnection) -> None:
         """Before the host takes new jobs, stop the attempts that were re-queued elsewhere."""
         for key, run in list(self._stale.items()):
-            await self._command(conn, wrapper_input("kill", self._workdir, run))
+            await self._command(conn, self._kill_input(run))
             log.info("host %s: stale attempt %s killed", self.name, key)
             del self._stale[key]
+
+    def _kill_input(self, run: JobRun) -> bytes:
+        return wrapper_input("kill", self._config, self._workdir, run)
 
     async def _command(self, conn: asyncssh.SSHClientConnection, script: bytes
                        ) -> asyncssh.SSHCompletedProcess:
         return await asyncio.wait_for(
-            conn.run(COMMAND, input=script, encoding=None, check=False), COMMAND_TIMEOUT_S)
+            conn.run(command(script), input=script, encoding=None, check=False),
+            COMMAND_TIMEOUT_S)
 
     async def _online(self, deadline: float) -> asyncssh.SSHClientConnection:
         while True:
@@ -193,14 +208,24 @@ class SSHHost:
                 if broken > STREAM_RETRIES:
                     raise HostLost(describe(e, self._config)) from e
 
-    async def _stream(self, conn: asyncssh.SSHClientConnection, run: JobRun, log: JobLog,
+    async def _stream(self, conn: asyncssh.SSHClientConnection, run: JobRun, job_log: JobLog,
                       attach: bool) -> Outcome:
         mode = "attach" if attach else "start"
-        proc = await conn.create_process(COMMAND, encoding=None)
+        data = wrapper_input(mode, self._config, self._workdir, run, job_log.raw_offset)
+        proc = await conn.create_process(command(data), encoding=None)
         try:
-            proc.stdin.write(wrapper_input(mode, self._workdir, run, log.raw_offset))
-            proc.stdin.write_eof()
-            return await pump(proc.stdout, proc.stderr, log)
+            proc.stdin.write(data)
+            outcome = await pump(proc.stdout, proc.stderr, job_log)
+            try:
+                if outcome.told:
+                    proc.stdin.write(FORGET)
+                proc.stdin.write_eof()
+                await asyncio.wait_for(proc.wait_closed(), COMMAND_TIMEOUT_S)
+            except (OSError, asyncssh.Error, TimeoutError) as e:
+                # The job ended and its log is here; the host's copy goes with its directory.
+                log.warning("host %s: job %s's log not forgotten there: %s", self.name,
+                            run.dirname, e)
+            return outcome
         finally:
             proc.close()
 
@@ -210,7 +235,7 @@ class SSHHost:
             self._stale[run.dirname] = run  # killed as soon as the host is back
             return
         try:
-            await self._command(conn, wrapper_input("kill", self._workdir, run))
+            await self._command(conn, self._kill_input(run))
         except (OSError, asyncssh.Error, TimeoutError) as e:
             self._stale[run.dirname] = run
             raise HostLost(describe(e, self._config)) from e
@@ -241,15 +266,14 @@ class SSHHost:
     async def probe(self) -> str:
         try:
             async with await self.connect() as conn:
-                result = await self._command(conn, PROBE.encode())
+                probed = await self._probe(conn)
                 server = conn.get_extra_info("server_version") or "ssh"
                 sftp = await _sftp_works(conn)
         except (OSError, asyncssh.Error, TimeoutError) as e:
             raise HostLost(describe(e, self._config)) from e
-        if result.exit_status != 0:
-            raise HostLost(_text(result.stdout or result.stderr).strip() or "git or bash missing")
-        return (f"{server.removeprefix('SSH-2.0-')}; {_text(result.stdout).strip()}; "
-                + ("sftp" if sftp else "NO SFTP: artifacts and test results cannot be fetched"))
+        return (f"{server.removeprefix('SSH-2.0-')}; {probed.splitlines()[0]}; "
+                + ("sftp" if sftp else "NO SFTP: artifacts and test results cannot be fetched")
+                + f"; {capabilities(self._config, probed)[1]}")
 
 
 async def _sftp_works(conn: asyncssh.SSHClientConnection) -> bool:

@@ -13,7 +13,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from ..model import Build, Job, JobState, TestOutcome, TestReport, TestResult, iso, utcnow
+from ..model import (Build, Confinement, Job, JobState, TestOutcome, TestReport, TestResult, iso,
+                     utcnow)
 from ..planner import PlanError
 from .auth import require_token
 from .keys import CONFIG, LOGS, PLANNER, SCHEDULER, STORE
@@ -33,13 +34,15 @@ def job_json(request: web.Request, build: Build, job: Job) -> dict[str, Any]:
     shell = None
     if job.state in (JobState.FAILED, JobState.ERRORED):
         shell = request.app[SCHEDULER].shell_command(build, job)
+    confinement = Confinement.of(job.spec, build.untrusted)
     return {
         "id": job.id, "build_id": job.build_id, "name": job.name, "state": job.state,
         "host": job.host, "slot": job.slot, "attempt": job.attempt,
         "exit_code": job.exit_code, "reason": job.reason,
         "queued_at": iso(job.queued_at), "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at), "labels": list(job.spec.labels),
-        "shell": shell,
+        "shell": shell, "confined": confinement, "image": job.spec.image or None,
+        "network": job.spec.network if confinement else True,
         "attempts": [
             {"number": a.number, "host": a.host, "slot": a.slot, "started_at": iso(a.started_at),
              "finished_at": iso(a.finished_at), "outcome": a.outcome, "reason": a.reason}
@@ -54,6 +57,7 @@ def build_json(request: web.Request, build: Build) -> dict[str, Any]:
         "id": build.id, "repo": build.repo, "ref": build.ref, "branch": build.branch,
         "sha": build.sha, "event": build.event, "pr": build.pr, "message": build.message,
         "author": build.author, "state": build.state, "error": build.error,
+        "untrusted": build.untrusted, "fork": build.fork, "approval": build.approval,
         "created_at": iso(build.created_at), "started_at": iso(build.started_at),
         "finished_at": iso(build.finished_at), "url": f"{public_url}/builds/{build.id}",
         "jobs": [job_json(request, build, job) for job in build.jobs],
@@ -138,6 +142,22 @@ async def cancel_build(request: web.Request) -> web.Response:
     build = await load_build(request)
     await request.app[SCHEDULER].cancel_build(build.id)
     return web.json_response(build_json(request, await load_build(request)))
+
+
+@routes.post("/api/builds/{id}/approve")
+async def approve(request: web.Request) -> web.Response:
+    require_token(request)
+    build = await approve_build(request)
+    return web.json_response(build_json(request, build))
+
+
+async def approve_build(request: web.Request) -> Build:
+    """SPEC §5a: a fork's jobs waiting for a person may run; approving twice is no error,
+    approving a build that never waited is."""
+    build = await load_build(request)
+    if not await request.app[SCHEDULER].approve_build(build.id) and build.approval is None:
+        raise error(web.HTTPConflict, f"build {build.id} does not wait for approval")
+    return await load_build(request)
 
 
 @routes.post("/api/builds/{id}/rebuild")
@@ -344,6 +364,7 @@ def host_json(request: web.Request, name: str) -> dict[str, Any]:
         "name": host.name, "state": scheduler.host_state(host), "slots": host.slots,
         "busy": scheduler.busy(host), "labels": sorted(host.labels),
         "last_error": host.last_error, "latency_ms": host.latency_ms,
+        "confines": host.abilities,
     }
 
 

@@ -21,7 +21,7 @@ from gidgethub.sansio import validate_event
 
 from ..config import RepoConfig, branch_matches
 from ..model import Event
-from ..planner import Commit, PlanError, pull_request_key
+from ..planner import Commit, PlanError
 from .api import error
 from .auth import require_token
 from .keys import BACKGROUND, CONFIG, PLANNER, POKE, SCHEDULER
@@ -48,6 +48,7 @@ class PullRequest:
     base: str  # the branch it is to be merged into: what its test results are compared with
     fork: bool
     closed: bool
+    association: str = ""  # GitHub's author_association: OWNER, MEMBER, CONTRIBUTOR…
 
 
 def parse_delivery(event: str, payload: dict[str, Any]) -> Push | PullRequest | None:
@@ -69,7 +70,7 @@ def parse_delivery(event: str, payload: dict[str, Any]) -> Push | PullRequest | 
             return PullRequest(
                 repository, int(payload["number"]), str(pr["head"]["sha"]),
                 base=str(pr["base"]["ref"]), fork=head_repo != pr["base"]["repo"]["full_name"],
-                closed=action == "closed",
+                closed=action == "closed", association=str(pr.get("author_association") or ""),
             )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ValueError(f"malformed {event} payload: {e!r}") from None
@@ -147,11 +148,8 @@ async def act(app: web.Application, repo: RepoConfig, wanted: Push | PullRequest
             if wanted.closed:
                 await app[SCHEDULER].cancel_ref(repo.name, ref, f"pull request {wanted.number} closed")
                 return
-            await planner.request(
-                repo, ref, Commit(wanted.sha), Event.PULL_REQUEST,
-                pull_request_key(repo.name, wanted.number, wanted.sha),
-                pr=wanted.number, fork=wanted.fork, base_ref=f"refs/heads/{wanted.base}",
-            )
+            await planner.pull_request(repo, wanted.number, wanted.sha, wanted.base,
+                                       wanted.fork, wanted.association)
     except PlanError as e:
         log.warning("delivery %s for repo %s: no build: %s", delivery, repo.name, e)
 

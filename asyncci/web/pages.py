@@ -20,7 +20,8 @@ from markupsafe import Markup
 from ..model import JobState, iso, utcnow
 from ..planner import PlanError
 from .ansi import ansi_to_html
-from .api import artifacts_json, build_json, host_json, load_build, queue_json, tests_json
+from .api import (approve_build, artifacts_json, build_json, host_json, load_build, queue_json,
+                  tests_json)
 from .auth import COOKIE, SESSION_S, check_form, csrf_token, has_session, new_session, token_matches
 from .keys import CONFIG, LOGS, PLANNER, SCHEDULER, STORE
 
@@ -204,6 +205,13 @@ async def cancel_form(request: web.Request) -> web.Response:
     await _form(request)
     build = await load_build(request)
     await request.app[SCHEDULER].cancel_build(build.id)
+    raise web.HTTPSeeOther(f"/builds/{build.id}")
+
+
+@routes.post("/builds/{id}/approve")
+async def approve_form(request: web.Request) -> web.Response:
+    await _form(request)
+    build = await approve_build(request)
     raise web.HTTPSeeOther(f"/builds/{build.id}")
 
 
