@@ -54,12 +54,13 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def bench_server(root: Path, hosts: list[dict[str, Any]], builds: int) -> tuple[float, float]:
+def bench_server(root: Path, hosts: list[dict[str, Any]], builds: int,
+                 **repo_keys: Any) -> tuple[float, float]:
     """(seconds, server peak RSS in MB) for `builds` no-op builds on `hosts`."""
     repo = GitRepo(root / "repo")
     sha = repo.commit("bench")
-    config = make_config(root, [{"name": "bench", "url": str(repo.path), "script": "true"}],
-                         hosts=hosts)
+    config = make_config(root, [{"name": "bench", "url": str(repo.path), "script": "true",
+                                 **repo_keys}], hosts=hosts)
     server = ServerProcess(config).start()
     try:
         assert server.proc is not None

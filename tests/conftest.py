@@ -45,3 +45,13 @@ def sshd_pair(tmp_path: Path) -> Iterator[tuple[Sshd, Sshd]]:
     finally:
         for server in servers:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny image made offline in the test run (podman import), or a skip without podman."""
+    from tests.support.image import available, build_image
+
+    if not available():
+        pytest.skip("podman, runc, bash-static and busybox-static are needed")
+    return build_image(tmp_path_factory.mktemp("image"))

@@ -239,6 +239,18 @@ def test_tokens_come_from_the_environment(tmp_path: Path) -> None:
     ('[github]\napp_id = 1\nprivate_key_file = "binary"\n' + REPO,
      ":github.private_key_file: cannot read {tmp}/binary: "
      "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
+    # untrusted builds (SPEC §5a)
+    (REPO + 'isolation = "some"\n', ':repos[0].isolation: must be "untrusted" or "all", got "some"'),
+    (REPO + 'fork_pull_requests = "yes"\n', ':repos[0].fork_pull_requests: must be "build",'
+     ' "approve" or "ignore", got "yes"'),
+    (REPO + 'image = "a b"\n', ':repos[0].image: must be an image name without spaces, got "a b"'),
+    (REPO + 'network = "off"\n', ':repos[0].network: must be true or false, got "off"'),
+    ('[[hosts]]\nname = "h"\nlabels = ["asyncci:sandbox"]\n' + REPO,
+     ":hosts[0].labels: labels starting with 'asyncci:' are asyncci's own, got \"asyncci:sandbox\""),
+    ('[[hosts]]\nname = "h"\ncontainer_command = []\n' + REPO,
+     ':hosts[0].container_command: must be a non-empty list of strings, like ["podman"]'),
+    ('[[hosts]]\nname = "h"\nuntrusted = 0\n' + REPO,
+     ":hosts[0].untrusted: must be true or false, got 0"),
 ])
 def test_each_error_names_its_key(tmp_path: Path, text: str, expected: str) -> None:
     (tmp_path / "binary").write_bytes(b"\xff\xfe secret")
@@ -308,3 +320,17 @@ def test_bad_sizes(value: object) -> None:
 ])
 def test_branch_globs(pattern: str, branch: str, matches: bool) -> None:
     assert branch_matches(pattern, branch) is matches
+
+
+def test_local_hosts_hide_the_servers_own_files(tmp_path: Path) -> None:
+    (tmp_path / "token.txt").write_text("a-file-secret")
+    config = load_config(write(tmp_path, '[[hosts]]\nname = "l"\n[[hosts]]\nname = "s"\n'
+                               'address = "b1"\n[[repos]]\nname = "r"\nurl = "u"\n'
+                               'script = "x"\nsecrets = { T = { file = "token.txt" } }\n'), {})
+    local, ssh = config.hosts
+    assert set(local.hidden) == {str(tmp_path / "asyncci-data"), str(tmp_path / "asyncci.toml"),
+                                 str(tmp_path / "token.txt")}
+    assert ssh.hidden == () and ssh.container_command == ("podman",) and ssh.untrusted
+    repo = config.repos[0]
+    assert (repo.isolation, repo.image, repo.network, repo.fork_pull_requests) == \
+        ("untrusted", "", True, "build")

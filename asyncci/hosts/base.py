@@ -187,15 +187,16 @@ def command(wrapper: bytes) -> str:
     return f"bash -c {shlex.quote(READ_WRAPPER)} {len(wrapper)}"
 
 
-def capabilities(config: HostConfig, probed: str) -> tuple[frozenset[str], str]:
-    """What a host's probe says it can do, as the labels confined jobs need, and in words
-    for `asyncci check` and the hosts page."""
-    found = dict(line.split(" ", 1) for line in probed.splitlines()[1:] if " " in line)
+def capabilities(config: HostConfig, probed: str | None) -> tuple[frozenset[str], str]:
+    """What a host's probe (None: not yet) says it can do, as the labels confined jobs
+    need, and in words for `asyncci check` and the hosts page."""
+    found = dict(line.split(" ", 1) for line in (probed or "").splitlines()[1:] if " " in line)
     labels = {Capability.SANDBOX: "sandbox" in found, Capability.CONTAINER: "container" in found,
               Capability.UNTRUSTED: config.untrusted}
     engine = config.container_command[0].rsplit("/", 1)[-1]
-    words = (f"sandbox: {found.get('sandbox') or 'no (needs bwrap)'}; containers:"
-             f" {found.get('container') or f'no (needs {engine})'}")
+    words = "not probed yet" if probed is None else (
+        f"sandbox: {found.get('sandbox') or 'no (needs bwrap)'}; containers:"
+        f" {found.get('container') or f'no (needs {engine})'}")
     if not config.untrusted:
         words += "; untrusted builds: never"
     return frozenset(str(label) for label, ok in labels.items() if ok), words

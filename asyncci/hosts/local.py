@@ -28,8 +28,7 @@ class LocalHost:
     def __init__(self, config: HostConfig) -> None:
         self.name = config.name
         self.labels = frozenset(config.labels)
-        self.capabilities: frozenset[str] = frozenset()
-        self.abilities = "not probed yet"
+        self.capabilities, self.abilities = capabilities(config, None)
         self.slots = config.slots
         self.state = HostState.ONLINE
         self.last_error: str | None = None

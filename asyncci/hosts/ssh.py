@@ -75,8 +75,7 @@ class SSHHost:
     def __init__(self, config: HostConfig) -> None:
         self.name = config.name
         self.labels = frozenset(config.labels)
-        self.capabilities: frozenset[str] = frozenset()
-        self.abilities = "not probed yet"
+        self.capabilities, self.abilities = capabilities(config, None)
         self.slots = config.slots
         self.state = HostState.CONNECTING
         self.last_error: str | None = None
