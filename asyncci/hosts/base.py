@@ -125,14 +125,17 @@ class Host(Protocol):
 
 def workspace_path(workdir: str, repo: str, slot: int) -> str:
     """One workspace per repo and slot for trusted jobs, cleaned for each job."""
-    return f"{workdir.rstrip('/')}/ws/{repo}/{slot}"
+    return f"{workdir.rstrip('/')}/{_slot_workspace(repo, slot)}"
 
 
-def run_workspace(workdir: str, run: JobRun) -> str:
-    """An untrusted job's workspace is its attempt's own: no other job ever used it."""
-    if run.untrusted:
-        return f"{workdir.rstrip('/')}/ws/untrusted/{run.dirname}"
-    return workspace_path(workdir, run.repo, run.slot)
+def _slot_workspace(repo: str, slot: int) -> str:
+    return f"ws/{repo}/{slot}"
+
+
+def run_workspace(run: JobRun) -> str:
+    """Where an attempt runs, relative to the workdir: an untrusted job's workspace is
+    its attempt's own, which no other job ever used."""
+    return f"ws/untrusted/{run.dirname}" if run.untrusted else _slot_workspace(run.repo, run.slot)
 
 
 def job_path(workdir: str, run: JobRun) -> str:
@@ -153,8 +156,8 @@ def wrapper_input(mode: str, host: HostConfig, workdir: str, run: JobRun = NO_RU
     values = {
         "AC_MODE": mode,
         "AC_WORKDIR": workdir,
-        "AC_WS": run_workspace(workdir, run),
-        "AC_MIRROR": f"{workdir.rstrip('/')}/mirrors/{run.repo}.git",
+        "AC_WS": run_workspace(run),
+        "AC_MIRROR": f"mirrors/{run.repo}.git",
         "AC_FRESH": "1" if run.untrusted else "",
         "AC_CONFINE": str(run.confinement or "") if start else "",
         "AC_IMAGE": run.image,

@@ -20,6 +20,9 @@ set -u
 umask 077
 cd -- "$AC_WORKDIR" 2>/dev/null || { mkdir -p -- "$AC_WORKDIR" && cd -- "$AC_WORKDIR"; } ||
 	{ echo "asyncci-error workdir $AC_WORKDIR unusable" >&2; exit 3; }
+# AC_WS and AC_MIRROR come relative to the workdir, which may itself be relative to the
+# home: absolute from here on, as the sandbox's mounts need them.
+AC_WORKDIR=$PWD AC_WS=$PWD/$AC_WS AC_MIRROR=$PWD/$AC_MIRROR
 jobdir="$PWD/jobs/$AC_JOB"
 
 lines() {
