@@ -131,7 +131,9 @@ supervise() {
 	[ ! -e "$AC_DIR/cancel" ] || kill -TERM -- "-$pgid" 2>/dev/null || kill -TERM "$pgid"
 	wait $pgid
 	status=$?
-	if kill -TERM -- "-$pgid" 2>/dev/null; then
+	# A sandbox's PID namespace ended with its script, killing all it held; what is left
+	# in the group is its init, dead, until the host's init reaps it: not worth a wait.
+	if [ "$AC_CONFINE" != sandbox ] && kill -TERM -- "-$pgid" 2>/dev/null; then
 		while kill -0 -- "-$pgid" 2>/dev/null && [ $n -lt $((AC_GRACE * 10)) ]; do
 			sleep 0.1
 			n=$((n + 1))
