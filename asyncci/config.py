@@ -153,6 +153,11 @@ class HostConfig:
     # its config and the files secrets are read from): the sandbox shows the rest of `/`.
     hidden: tuple[str, ...] = ()
 
+    @property
+    def engine(self) -> str:
+        """The container engine's name, as reasons and `asyncci check` say it."""
+        return self.container_command[0].rsplit("/", 1)[-1]
+
 
 @dataclass(frozen=True)
 class Secret:

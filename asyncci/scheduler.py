@@ -157,7 +157,7 @@ class Scheduler:
         return self.queue.explain([
             HostView(h.name, h.labels | h.capabilities, h.state is HostState.ONLINE,
                      h.name in self._drained, len(self._free[h.name]),
-                     self._host_configs[h.name].container_command[0].rsplit("/", 1)[-1])
+                     self._host_configs[h.name].engine)
             for h in self.hosts.values()
         ])
 

@@ -196,10 +196,9 @@ def capabilities(config: HostConfig, probed: str | None) -> tuple[frozenset[str]
     found = dict(line.split(" ", 1) for line in (probed or "").splitlines()[1:] if " " in line)
     labels = {Capability.SANDBOX: "sandbox" in found, Capability.CONTAINER: "container" in found,
               Capability.UNTRUSTED: config.untrusted}
-    engine = config.container_command[0].rsplit("/", 1)[-1]
     words = "not probed yet" if probed is None else (
         f"sandbox: {found.get('sandbox') or 'no (needs bwrap)'}; containers:"
-        f" {found.get('container') or f'no (needs {engine})'}")
+        f" {found.get('container') or f'no (needs {config.engine})'}")
     if not config.untrusted:
         words += "; untrusted builds: never"
     return frozenset(str(label) for label, ok in labels.items() if ok), words
