@@ -120,10 +120,14 @@ class SSHHost:
             while True:
                 try:
                     conn = await self.connect()
-                    await self._prepare(conn)
-                    self.capabilities, self.abilities = capabilities(
-                        self._config, await self._probe(conn))
-                    await self._kill_stale(conn)
+                    try:
+                        await self._prepare(conn)
+                        self.capabilities, self.abilities = capabilities(
+                            self._config, await self._probe(conn))
+                        await self._kill_stale(conn)
+                    except BaseException:  # a failure, or the server stopping meanwhile
+                        conn.close()
+                        raise
                 except (OSError, asyncssh.Error, TimeoutError, HostLost) as e:
                     failures += 1
                     self._set(HostState.OFFLINE, describe(e, self._config))
@@ -145,7 +149,6 @@ class SSHHost:
         if self._config.prepare:
             result = await self._command(conn, self._config.prepare.encode())
             if result.exit_status != 0:
-                conn.close()
                 raise HostLost(f"prepare failed (exit {result.exit_status}): "
                                f"{_text(result.stderr or result.stdout)[-500:]}")
 
