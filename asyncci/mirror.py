@@ -1,8 +1,10 @@
 """The server's bare mirror of each repo, and the one funnel for every git command it runs.
 
-Refs and URLs come from outside (webhooks, remotes, the API), so every call puts `--`
-before them and shas are checked to be hex before they reach git. A failing command raises
-`GitError` with git's own words. Builds never run here: hosts check out their own copies.
+Refs come from outside (webhooks, remotes, the API), so every call puts `--` before them
+and shas are checked to be hex before they reach git. A repo's URL may hold a token
+(`https://bot:TOKEN@host/x.git`): it never reaches a command line, which `ps` shows every
+user, nor an error message. A failing command raises `GitError` with git's own words.
+Builds never run here: hosts check out their own copies.
 """
 
 from __future__ import annotations
@@ -30,10 +32,16 @@ def is_sha(value: str) -> bool:
     return SHA_RE.fullmatch(value) is not None
 
 
-async def git(*args: str, cwd: Path | None = None, timeout: float = 300) -> bytes:
-    """Run git; stdout on success, GitError with stderr's last lines otherwise."""
+async def git(*args: str, cwd: Path | None = None, timeout: float = 300,
+              url: str | None = None) -> bytes:
+    """Run git; stdout on success, GitError with stderr's last lines otherwise. `url` is
+    the remote `origin`, given in the environment (which only its owner and root can read)
+    rather than in the mirror's config or on the command line."""
+    remote = {} if url is None else {
+        "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "remote.origin.url", "GIT_CONFIG_VALUE_0": url,
+    }
     proc = await asyncio.create_subprocess_exec(
-        "git", *args, cwd=cwd, env={**os.environ, **_GIT_ENV},
+        "git", *args, cwd=cwd, env={**os.environ, **_GIT_ENV, **remote},
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
@@ -49,8 +57,16 @@ async def git(*args: str, cwd: Path | None = None, timeout: float = 300) -> byte
         lines = [x.strip() for x in err.decode(errors="replace").splitlines() if x.strip()]
         # git's own "fatal:"/"error:" lines say what is wrong; hints around them don't.
         message = [x for x in lines if x.startswith(("fatal:", "error:"))][:2] or lines[-3:]
-        raise GitError(f"git {args[0]}: " + (" ".join(message) or f"exit {proc.returncode}"))
+        text = " ".join(message) or f"exit {proc.returncode}"
+        raise GitError(f"git {args[0]}: " + (_redact(text, url) if url else text))
     return out
+
+
+def _redact(text: str, url: str) -> str:
+    """`text` without the user and password `url` holds (wherever git quoted it): error
+    messages are shown on pages and in the API."""
+    userinfo = url.partition("://")[2].partition("/")[0].rpartition("@")[0]
+    return text.replace(userinfo, "***") if userinfo else text
 
 
 @dataclass(frozen=True)
@@ -72,7 +88,7 @@ class Mirror:
 
     async def ls_remote(self) -> dict[str, str]:
         """Branch heads of the remote: {"refs/heads/main": sha}."""
-        out = await git("ls-remote", "--heads", "--", self.url, timeout=120)
+        out = await git("ls-remote", "--heads", "--", "origin", timeout=120, url=self.url)
         heads = {}
         for line in out.decode(errors="replace").splitlines():
             sha, _, ref = line.partition("\t")
@@ -87,8 +103,8 @@ class Mirror:
             if not (self.path / "HEAD").exists():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 await git("init", "--quiet", "--bare", "--", str(self.path))
-            await git("fetch", "--quiet", "--no-tags", "--prune", "--", self.url, *specs,
-                      cwd=self.path)
+            await git("fetch", "--quiet", "--no-tags", "--prune", "--", "origin", *specs,
+                      cwd=self.path, url=self.url)
 
     async def has(self, sha: str) -> bool:
         if sha in self._commits:
@@ -104,7 +120,7 @@ class Mirror:
         if not await self.has(sha):
             await self.fetch(*([ref] if ref else []))
             if not await self.has(sha):
-                raise GitError(f"commit {sha} not found in {self.url}")
+                raise GitError(_redact(f"commit {sha} not found in {self.url}", self.url))
 
     async def commit(self, sha: str) -> Commit:
         if (known := self._commits.get(sha)) is not None:

@@ -45,14 +45,18 @@ g() {
 
 fetch() {
 	local mirror="$AC_MIRROR"
+	# The URL may hold a token: git gets it as the remote `origin` from its environment,
+	# which only the build user can read, and not on its command line, which `ps` shows
+	# every user. Exported for this function's git calls only, never to the job's script.
+	local -x GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=remote.origin.url GIT_CONFIG_VALUE_0="$AC_URL"
 	[ -d "$mirror" ] || g init -q --bare -- "$mirror" || return
 	g -C "$mirror" cat-file -e "$AC_SHA^{commit}" 2>/dev/null && return
 	if [ -n "$AC_REF" ]; then
-		g -C "$mirror" fetch -q --no-tags --force -- "$AC_URL" "+$AC_REF:$AC_REF" && \
+		g -C "$mirror" fetch -q --no-tags --force -- origin "+$AC_REF:$AC_REF" && \
 			g -C "$mirror" cat-file -e "$AC_SHA^{commit}" 2>/dev/null && return
 	fi
-	g -C "$mirror" fetch -q --no-tags -- "$AC_URL" "$AC_SHA" 2>/dev/null && return
-	g -C "$mirror" fetch -q --no-tags --force -- "$AC_URL" '+refs/heads/*:refs/heads/*' || return
+	g -C "$mirror" fetch -q --no-tags -- origin "$AC_SHA" 2>/dev/null && return
+	g -C "$mirror" fetch -q --no-tags --force -- origin '+refs/heads/*:refs/heads/*' || return
 	g -C "$mirror" cat-file -e "$AC_SHA^{commit}" || return
 }
 
