@@ -9,12 +9,17 @@ busy repo gets the next slot, as SPEC's lone job must), then the oldest head; it
 the repo's pass by 1/weight. A repo whose queue was empty re-enters at no less than the
 smallest pass among repos with queued jobs, nor than the pass the latest job started at,
 so idle time banks no credit even when the whole queue ran dry.
+
+Each repo also keeps its jobs in one sorted list, so the pick order (positions, the queue
+page) is walked lazily: the first k positions cost O(k log repos), whatever the queue holds.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from bisect import bisect_left, insort
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from itertools import islice
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -67,6 +72,7 @@ class _Repo:
     queued: int = 0
     rank: tuple[float, float, int] = (0.0, 0.0, -1)  # lower goes first
     lanes: dict[frozenset[str], _Lane] = field(default_factory=dict)  # by label set
+    order: list[_Entry] = field(default_factory=list)  # every queued job, sorted
 
     @property
     def capped(self) -> bool:
@@ -115,6 +121,7 @@ class FairQueue:
             repo.pass_ = max(repo.pass_, self._last_pass, min(busy, default=0.0))
         entry = (job.priority, job.job_id)
         heapq.heappush(repo.lanes.setdefault(job.labels, []), entry)
+        insort(repo.order, entry)
         self._jobs[job.job_id] = job
         self._entries[job.job_id] = entry
         repo.queued += 1
@@ -125,9 +132,8 @@ class FairQueue:
         job = self._jobs.pop(job_id, None)
         if job is None:
             return False
-        del self._entries[job_id]
         repo = self._repos[job.repo]
-        self._dequeued(repo)
+        self._dequeued(repo, self._entries.pop(job_id))
         lane = repo.lanes.get(job.labels)
         if lane is not None and len(lane) > 2 * repo.queued + 32:
             # Mostly dead entries behind a head no host takes (cancelled while a gpu job
@@ -154,7 +160,7 @@ class FairQueue:
         repo.running += 1
         repo.last_pick = self._picks
         self._picks += 1
-        self._dequeued(repo)
+        self._dequeued(repo, entry)
         return job
 
     def started(self, repo: str) -> None:
@@ -174,7 +180,8 @@ class FairQueue:
             repo = self._repos[name] = _Repo(name, self._shares.get(name, Share()))
         return repo
 
-    def _dequeued(self, repo: _Repo) -> None:
+    def _dequeued(self, repo: _Repo, entry: _Entry) -> None:
+        del repo.order[bisect_left(repo.order, entry)]
         repo.queued -= 1
         if not repo.queued:
             repo.lanes.clear()  # only dead entries are left: drop them at once
@@ -210,45 +217,68 @@ class FairQueue:
                 best = (lane[0], lane)
         return best
 
-    def _order(self) -> list[QueuedJob]:
+    def _order(self) -> Iterator[QueuedJob]:
         """Every queued job in the order successive picks by a host with every label would
-        take it, none finishing; capped repos' jobs past their cap come after all others."""
-        lanes: dict[str, list[QueuedJob]] = {}
-        for job in sorted(self._jobs.values(), key=lambda j: (-j.priority, -j.job_id)):
-            lanes.setdefault(job.repo, []).append(job)  # best last, to pop()
+        take it, none finishing; capped repos' jobs past their cap come after all others.
+        Lazy: a caller that stops early pays only for what it took."""
+        names = [name for name, repo in self._repos.items() if repo.queued]
+        taken = dict.fromkeys(names, 0)  # how many of each repo's jobs the walk took
         state = {n: (self._repos[n].running, self._repos[n].pass_, self._repos[n].last_pick)
-                 for n in lanes}  # running, pass, last pick: as pick() would leave them
-        picks, result = self._picks, []
+                 for n in names}  # running, pass, last pick: as pick() would leave them
+        picks = self._picks
 
         def key(name: str) -> tuple[float, float, int, int, str]:
             running, pass_, last_pick = state[name]
-            head = lanes[name][-1].job_id
-            return running / self._repos[name].share.weight, pass_, last_pick, head, name
+            repo = self._repos[name]
+            return (running / repo.share.weight, pass_, last_pick,
+                    repo.order[taken[name]][1], name)
 
         for respect_caps in (True, False):
-            heap = [key(n) for n in lanes if lanes[n]]
+            heap = [key(n) for n in names if taken[n] < len(self._repos[n].order)]
             heapq.heapify(heap)
             while heap:
                 name = heapq.heappop(heap)[-1]
-                share = self._repos[name].share
-                if respect_caps and 0 < share.max_running <= state[name][0]:
+                repo = self._repos[name]
+                if respect_caps and 0 < repo.share.max_running <= state[name][0]:
                     continue  # its remaining jobs wait for the second round
-                result.append(lanes[name].pop())
-                state[name] = (state[name][0] + 1, state[name][1] + 1 / share.weight, picks)
+                yield self._jobs[repo.order[taken[name]][1]]
+                taken[name] += 1
+                state[name] = (state[name][0] + 1, state[name][1] + 1 / repo.share.weight,
+                               picks)
                 picks += 1
-                if lanes[name]:
+                if taken[name] < len(repo.order):
                     heapq.heappush(heap, key(name))
-        return result
 
-    def explain(self, hosts: Sequence[HostView]) -> list[Waiting]:
+    def explain(self, hosts: Sequence[HostView], offset: int = 0, limit: int | None = None
+                ) -> list[Waiting]:
+        """A page of the queue in pick order, each job with its position and reason."""
         reasons: dict[tuple[str, frozenset[str]], str] = {}
-        waiting = []
-        for position, job in enumerate(self._order(), 1):
-            key = (job.repo, job.labels)
-            if key not in reasons:
-                reasons[key] = self._reason(job, hosts)
-            waiting.append(Waiting(job, position, reasons[key]))
-        return waiting
+        stop = None if limit is None else offset + limit
+        return [Waiting(job, position, self._cached_reason(job, hosts, reasons))
+                for position, job in islice(enumerate(self._order(), 1), offset, stop)]
+
+    def positions(self, job_ids: Collection[int], hosts: Sequence[HostView], bound: int
+                  ) -> dict[int, Waiting | str]:
+        """Where the given jobs stand, walking at most `bound` positions (a job further
+        back gets its reason alone): what a status says the moment a job is queued."""
+        wanted = {j for j in job_ids if j in self._jobs}
+        reasons: dict[tuple[str, frozenset[str]], str] = {}
+        found: dict[int, Waiting | str] = {}
+        for position, job in enumerate(islice(self._order(), bound) if wanted else (), 1):
+            if job.job_id in wanted:
+                found[job.job_id] = Waiting(job, position, self._cached_reason(job, hosts, reasons))
+                if len(found) == len(wanted):
+                    break
+        for job_id in wanted - found.keys():
+            found[job_id] = self._cached_reason(self._jobs[job_id], hosts, reasons)
+        return found
+
+    def _cached_reason(self, job: QueuedJob, hosts: Sequence[HostView],
+                       reasons: dict[tuple[str, frozenset[str]], str]) -> str:
+        key = (job.repo, job.labels)
+        if key not in reasons:
+            reasons[key] = self._reason(job, hosts)
+        return reasons[key]
 
     def _reason(self, job: QueuedJob, hosts: Sequence[HostView]) -> str:
         if Capability.APPROVED in job.labels:

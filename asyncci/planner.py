@@ -78,6 +78,7 @@ class Planner:
         approval: Approval | None = None,
         specs: Sequence[JobSpec] | None = None,
         base_ref: str | None = None,
+        claim_key: str | None = None,
     ) -> Enqueued:
         """Plan a build of `commit`; `key` None always makes a new one (manual builds).
         `base_ref` (a pull request's target) defaults to the default branch for other
@@ -104,7 +105,8 @@ class Planner:
             cap = repo.timeout or UNTRUSTED_TIMEOUT
             specs = [replace(s, timeout=min(s.timeout or cap, cap)) for s in specs]
         request = BuildRequest(
-            repo=repo.name, ref=ref, sha=commit.sha, event=event, trigger_key=key, pr=pr,
+            repo=repo.name, ref=ref, sha=commit.sha, event=event, trigger_key=key,
+            claim_key=claim_key, pr=pr,
             message=commit.message, author=commit.author, fork=fork, untrusted=untrusted,
             approval=approval,
             github=repo.github if self._config.github else None,
@@ -137,8 +139,13 @@ class Planner:
             ref, sha = await self._head(repo, ref or self.default_branch(repo))
         full = _full_ref(ref) if ref else ""
         untrusted = await self._untrusted(repo, full, sha)
+        # A branch's commit built by hand is that commit built: a poll or push seeing it
+        # on the branch later makes no second build.
+        branch = branch_of(full)
+        claim = (branch_key(repo.name, full, sha)
+                 if branch is not None and _builds(repo, branch) and not untrusted else None)
         return (await self.request(repo, full, Commit(sha), Event.MANUAL, None,
-                                   untrusted=untrusted)).build
+                                   untrusted=untrusted, claim_key=claim)).build
 
     async def pull_request(self, repo: RepoConfig, number: int, sha: str, base: str,
                            fork: bool, association: str) -> Enqueued | None:

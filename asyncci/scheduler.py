@@ -1,19 +1,23 @@
 """The event-driven loop around the fair queue: fills free slots, stops, times out, retries.
 
 Woken by events (a new job, a freed slot, a host online, a cancel), never by a timer. A
-slot is claimed in the store before its job starts, and every outcome is written there
-before the slot is handed on. On shutdown the tasks that stream jobs are cancelled and
-write nothing: the jobs go on, detached, and `recover()` reattaches them at the next start.
+slot is claimed in the store before its job starts, and every way an attempt can end
+(its script's exit, a stop, a lost host, any error of asyncci's own) is written there as
+`verdict()` decides before the slot is handed on. An attempt that may still run where it
+was given up on is owed a kill, kept in the store until its host took it; its slot takes
+no other job until then. On shutdown the tasks that stream jobs are cancelled (the jobs go
+on, detached, and `recover()` reattaches them at the next start); outcomes being written
+are waited for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from .config import Config, HostConfig, RepoConfig
 from .fairqueue import FairQueue, HostView, QueuedJob, Share, Waiting
@@ -25,8 +29,10 @@ from .store import ActiveJob, Enqueued, Store
 
 log = logging.getLogger(__name__)
 NOTHING = Collected([], [], [])  # what an attempt that ran no script leaves
-# How far back a restart looks for attempts given up on, to stop them on their hosts.
-STALE_WINDOW = timedelta(days=1)
+# How far down the queue a new job's first status looks for its position (~1 ms).
+WALK_BOUND = 1000
+KILLS_AT_ONCE = 16  # owed kills sent concurrently, over all hosts
+RECORD_RETRIES_S = (0.5, 2.0, 0.0)  # pauses between tries to record an outcome; 0: last
 
 
 def job_env(build: Build, job: Job, host: HostConfig, repo: RepoConfig) -> dict[str, str]:
@@ -69,13 +75,44 @@ def needs(build: Build, spec: JobSpec) -> frozenset[str]:
     return frozenset(map(str, wanted))
 
 
+@dataclass(frozen=True)
+class Verdict:
+    state: JobState  # QUEUED: back to the queue for another attempt
+    reason: str | None
+    exit_code: int | None = None
+    kill: bool = False  # the attempt may still run on its host: it is owed a kill
+
+
+def verdict(ended: Outcome | BaseException, stop: tuple[JobState, str] | None,
+            attempt: int, retries: int) -> Verdict:
+    """How an attempt ended → what becomes of its job (SPEC §3). A script's exit decides,
+    unless asyncci stopped it (cancel, timeout) first; an attempt that ended without
+    one (host lost, checkout failed, an error of asyncci's own) is an infrastructure
+    error: re-queued while `retries` last, then errored. Pure, so the table of cases is
+    tested as a table."""
+    never_ran = isinstance(ended, Outcome) and ended.error is not None
+    code = ended.exit_code if isinstance(ended, Outcome) else None
+    if code == 0:
+        return Verdict(JobState.PASSED, None, 0)
+    if stop is not None:
+        return Verdict(*stop, code, kill=code is None and not never_ran)
+    if code is not None:
+        return Verdict(JobState.FAILED, f"exit code {code}", code)
+    if isinstance(ended, Outcome):
+        reason = ended.error or "the job ended without an exit status"
+    elif isinstance(ended, HostLost):
+        reason = str(ended)
+    else:
+        reason = f"asyncci could not run it: {type(ended).__name__}: {ended}"
+    state = JobState.QUEUED if attempt <= retries else JobState.ERRORED
+    return Verdict(state, reason, kill=not never_ran)
+
+
 @dataclass
 class Running:
     run: JobRun
     host: Host
-    repo: str
-    stop_state: JobState | None = None  # set when asyncci itself stops the job
-    stop_reason: str | None = None
+    stop: tuple[JobState, str] | None = None  # set when asyncci itself stops the job
 
 
 class Scheduler:
@@ -85,6 +122,7 @@ class Scheduler:
         self._artifacts = config.server.artifacts_dir
         self._artifact_cap = config.server.max_artifact_bytes
         self._repos = {r.name: r for r in config.repos}
+        self._reported = {r.name for r in config.repos if config.github and r.github}
         self._host_configs = {h.name: h for h in config.hosts}
         self.hosts: dict[str, Host] = {h.name: h for h in hosts}
         for host in self.hosts.values():
@@ -93,11 +131,17 @@ class Scheduler:
         self._free = {name: list(range(h.slots)) for name, h in self.hosts.items()}
         self._drained: set[str] = set()
         self._running: dict[int, Running] = {}
+        # Attempts owed a kill, by host: (job id, attempt) → its slot, which stays withheld
+        # (in `_withheld`) until the kill has reached the host.
+        self._owed: dict[str, dict[tuple[int, int], int]] = {n: {} for n in self.hosts}
+        self._withheld: dict[str, set[int]] = {n: set() for n in self.hosts}
+        self._killing: set[tuple[int, int]] = set()
+        self._kill_slots = asyncio.Semaphore(KILLS_AT_ONCE)
         self._tasks: set[asyncio.Task[None]] = set()  # jobs being streamed
-        self._kills: set[asyncio.Task[None]] = set()  # quick: the host does the waiting
+        self._chores: set[asyncio.Task[None]] = set()  # kills, outcomes and statuses in flight
+        self._records: set[asyncio.Future[None]] = set()  # outcomes being written
         self._wake = asyncio.Event()
-        self._explained: dict[int, Waiting] = {}
-        self._explained_at = 0.0
+        self._untold: set[int] = set()  # queued jobs whose status does not say their wait yet
 
     # -- events -------------------------------------------------------------------
 
@@ -153,23 +197,15 @@ class Scheduler:
     def busy(self, host: Host) -> int:
         return host.slots - len(self._free[host.name])
 
-    def waiting(self) -> list[Waiting]:
-        return self.queue.explain([
-            HostView(h.name, h.labels | h.capabilities, h.state is HostState.ONLINE,
-                     h.name in self._drained, len(self._free[h.name]),
-                     self._host_configs[h.name].engine)
-            for h in self.hosts.values()
-        ])
+    def waiting(self, offset: int = 0, limit: int | None = None) -> list[Waiting]:
+        """A page of the queue in pick order, with each job's position and reason."""
+        return self.queue.explain(self._views(), offset, limit)
 
-    def wait_text(self, job_id: int) -> str | None:
-        """A queued job's position and reason, for status texts; the whole queue is
-        explained at most once a second however many statuses go out."""
-        now = time.monotonic()
-        if now - self._explained_at > 1.0:
-            self._explained = {w.job.job_id: w for w in self.waiting()}
-            self._explained_at = now
-        found = self._explained.get(job_id)
-        return f"position {found.position}, {found.reason}" if found else None
+    def _views(self) -> list[HostView]:
+        return [HostView(h.name, h.labels | h.capabilities, h.state is HostState.ONLINE,
+                         h.name in self._drained, len(self._free[h.name]),
+                         self._host_configs[h.name].engine)
+                for h in self.hosts.values()]
 
     def shell_command(self, build: Build, job: Job) -> str | None:
         """How to open a shell in a job's workspace (SPEC §5), while its host is known."""
@@ -183,28 +219,36 @@ class Scheduler:
     async def recover(self) -> None:
         """Rebuild the queue from the store; reattach every job the store says runs."""
         self._drained = await self._store.drained_hosts() & set(self.hosts)
+        for job_id, attempt in await self._store.owed_kills():
+            if attempt.host in self._owed:
+                self._owed[attempt.host][(job_id, attempt.number)] = attempt.slot
+            else:  # a host no longer configured: nothing can reach it
+                await self._store.owe_kill(job_id, attempt.number, False)
         reattached = 0
         for active in await self._store.active_jobs():
             job, build = active.job, active.build
-            if job.state is JobState.QUEUED:
-                self._push(job.id, build, job)
+            if job.state is JobState.QUEUED:  # its status was told before the restart
+                self._push(job.id, build, job, tell=False)
                 continue
             host = self.hosts.get(job.host or "")
             slot = job.slot if job.slot is not None else -1
             if host is None or slot not in self._free[host.name]:
-                await self._store.requeue_job(job.id, job.attempt, f"host {job.host} is gone")
-                self._push(job.id, build, job)
+                if host is not None:
+                    self._owe(host.name, job.id, job.attempt, slot)
+                await self._requeue(build, job, Verdict(
+                    JobState.QUEUED, f"host {job.host} is gone", kill=host is not None))
                 continue
             self._free[host.name].remove(slot)
             self.queue.started(build.repo)
             self._spawn(active, host, attach=True)
             reattached += 1
-        # Before a host takes new work, what was given up on it must not still run there.
-        for job_id, attempt in await self._store.requeued_attempts(utcnow() - STALE_WINDOW):
-            if (host := self.hosts.get(attempt.host)) is not None:
-                stale = JobRun(job_id, attempt.number, "", "", "", "", attempt.slot, "")
-                self._send_kill(host, stale)
-        log.info("recovered queued=%d reattached=%d", len(self.queue), reattached)
+        # Before a slot takes new work, what was given up on there must not still run.
+        for name, owed in self._owed.items():
+            for slot in set(owed.values()) & set(self._free[name]):
+                self._free[name].remove(slot)
+                self._withheld[name].add(slot)
+        log.info("recovered queued=%d reattached=%d owed_kills=%d", len(self.queue),
+                 reattached, sum(map(len, self._owed.values())))
         self.wake()
 
     async def run(self) -> None:
@@ -217,12 +261,18 @@ class Scheduler:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            if self._kills:  # let kills that were sent reach their hosts
-                await asyncio.wait(self._kills, timeout=5)
+            # Outcomes being written, and kills that were sent, finish before the store
+            # closes.
+            pending = self._records | self._chores
+            if pending:
+                await asyncio.wait(pending, timeout=5)
 
     async def _fill(self) -> None:
         for host in self.hosts.values():
-            if host.state is not HostState.ONLINE or host.name in self._drained:
+            if host.state is not HostState.ONLINE:
+                continue
+            self._pay_kills(host)
+            if host.name in self._drained:
                 continue
             free = self._free[host.name]
             while free and (picked := self.queue.pick(host.labels | host.capabilities)):
@@ -233,8 +283,9 @@ class Scheduler:
                     free.insert(0, slot)
                     continue
                 waited = (utcnow() - (claim.job.queued_at or utcnow())).total_seconds()
-                log.info("job %d running host=%s slot=%d attempt=%d waited=%.1fs",
-                         claim.job.id, host.name, slot, claim.job.attempt, waited)
+                log.info("job %d running repo=%s build=%d host=%s slot=%d attempt=%d"
+                         " waited=%.1fs", claim.job.id, claim.build.repo, claim.build.id,
+                         host.name, slot, claim.job.attempt, waited)
                 self._spawn(claim, host, attach=False)
 
     def _spawn(self, active: ActiveJob, host: Host, attach: bool) -> None:
@@ -243,32 +294,64 @@ class Scheduler:
         task.add_done_callback(self._tasks.discard)
 
     async def _execute(self, active: ActiveJob, host: Host, attach: bool) -> None:
+        """One attempt, from start (or reattach) to its recorded verdict. Whatever goes
+        wrong on the way, the attempt ends in a recorded state and its slot is released;
+        only a shutdown (cancellation) leaves it running, for the next start to reattach."""
         job, build = active.job, active.build
-        repo = self._repos.get(build.repo)
-        if repo is None:
-            await self._store.finish_job(job.id, job.attempt, JobState.ERRORED,
-                                         reason=f"repo {build.repo} is no longer configured")
-            self._release(host, job.slot or 0, build.repo)
-            return
-        env = job_env(build, job, self._host_configs[host.name], repo)
-        run = JobRun(job.id, job.attempt, build.repo, repo.url, build.sha, build.ref,
-                     job.slot or 0, job.spec.script, env, job.spec.artifacts, job.spec.junit,
-                     self._artifact_cap, build.untrusted,
-                     Confinement.of(job.spec, build.untrusted), job.spec.image,
-                     job.spec.network)
-        secrets = [] if build.untrusted else [s.value for s in repo.secrets]
-        job_log = self._logs.open(job.id, secrets)
-        if not attach:
-            job_log.raw_offset = 0
-            confined = {None: "", Confinement.SANDBOX: ", in a sandbox",
-                        Confinement.CONTAINER: f", in a container of {run.image}"}
-            job_log.note(f"[asyncci] attempt {job.attempt} on {host.name} slot {job.slot}"
-                         f" at {build.sha}{confined[run.confinement]}"
-                         + (" (untrusted: no secrets)" if build.untrusted else ""))
-        running = self._running[job.id] = Running(run, host, build.repo)
-        # A cancel (or a restart's pending one) that came before the job was listening.
-        if (reason := await self._store.cancel_reason(job.id)) is not None:
-            self._stop(job.id, JobState.CANCELLED, reason)
+        job_log: JobLog | None = None
+        kept = NOTHING
+        running: Running | None = None
+        ended: Outcome | BaseException
+        try:
+            repo = self._repos.get(build.repo)
+            if repo is None:
+                raise LookupError(f"repo {build.repo} is no longer configured")
+            run = self._job_run(build, job, host, repo)
+            running = self._running[job.id] = Running(run, host)
+            job_log = self._logs.open(job.id, [] if build.untrusted else
+                                      [s.value for s in repo.secrets])
+            if not attach:
+                job_log.raw_offset = 0
+                job_log.note(_start_note(build, job, host, run))
+            # A cancel (or a restart's pending one) that came before the job was listening.
+            if (reason := await self._store.cancel_reason(job.id)) is not None:
+                self._stop(job.id, JobState.CANCELLED, reason)
+            ended = await self._attempt(host, run, job_log, job, attach)
+            if isinstance(ended, Outcome) and ended.exit_code is not None:
+                kept = await self._collect(host, run, job_log)
+        except asyncio.CancelledError:
+            if job_log is not None:
+                job_log.close()
+            self._running.pop(job.id, None)
+            raise
+        except Exception as e:  # noqa: BLE001 -- a full disk, a broken store: still recorded
+            log.exception("job %d attempt %d: asyncci failed to run it", job.id, job.attempt)
+            ended = e
+        stop = running.stop if running is not None else None
+        retries = self._repos[build.repo].retries if build.repo in self._repos else 0
+        decided = verdict(ended, stop, job.attempt, retries)
+        # The outcome must reach the store even if shutdown begins right now; run() waits
+        # for it.
+        record = asyncio.ensure_future(self._record(build, job, host, decided, kept, job_log))
+        self._records.add(record)
+        record.add_done_callback(self._records.discard)
+        try:
+            await asyncio.shield(record)
+        finally:
+            self._running.pop(job.id, None)
+        self._release(host, job.slot or 0, build.repo)
+
+    def _job_run(self, build: Build, job: Job, host: Host, repo: RepoConfig) -> JobRun:
+        return JobRun(job.id, job.attempt, build.repo, repo.url, build.sha, build.ref,
+                      job.slot or 0, job.spec.script,
+                      job_env(build, job, self._host_configs[host.name], repo),
+                      job.spec.artifacts, job.spec.junit, self._artifact_cap, build.untrusted,
+                      Confinement.of(job.spec, build.untrusted), job.spec.image,
+                      job.spec.network)
+
+    async def _attempt(self, host: Host, run: JobRun, job_log: JobLog, job: Job,
+                       attach: bool) -> Outcome | HostLost:
+        """Run (or reattach to) the attempt under its timeout."""
         timer = None
         if job.spec.timeout:
             started = job.started_at or utcnow()
@@ -278,29 +361,12 @@ class Scheduler:
                 f"timed out after {_duration(job.spec.timeout)}",
             )
         try:
-            try:
-                outcome: Outcome | HostLost = await host.run(run, job_log, attach)
-            except HostLost as e:
-                outcome = e
-            finally:
-                if timer:
-                    timer.cancel()
-            kept = NOTHING
-            if isinstance(outcome, Outcome) and outcome.exit_code is not None:
-                kept = await self._collect(host, run, job_log)
-            # The outcome must reach the store even if shutdown begins right now.
-            final = await asyncio.shield(
-                self._record(build, job, repo, running, outcome, kept))
-        except asyncio.CancelledError:
-            job_log.close()
-            raise
+            return await host.run(run, job_log, attach)
+        except HostLost as e:
+            return e
         finally:
-            self._running.pop(job.id, None)
-        if final:
-            job_log.finish()
-        else:
-            job_log.close()
-        self._release(host, run.slot, build.repo)
+            if timer:
+                timer.cancel()
 
     async def _collect(self, host: Host, run: JobRun, job_log: JobLog) -> Collected:
         """Fetch what the attempt left on its host; what cannot be had is said in the log,
@@ -320,35 +386,55 @@ class Scheduler:
                      f" {counted(len(kept.tests), 'test result')}")
         return kept
 
-    async def _record(
-        self, build: Build, job: Job, repo: RepoConfig, running: Running,
-        outcome: Outcome | HostLost, kept: Collected,
-    ) -> bool:
-        """Write how the attempt ended; False when the job goes back to the queue."""
-        code = outcome.exit_code if isinstance(outcome, Outcome) else None
-        if running.stop_state is not None and code != 0:
-            state, reason = running.stop_state, running.stop_reason
-        elif code == 0:
-            state, reason = JobState.PASSED, None
-        elif code is not None:
-            state, reason = JobState.FAILED, f"exit code {code}"
-        else:
-            reason = (str(outcome) if isinstance(outcome, HostLost)
-                      else outcome.error or "the job ended without an exit status")
-            if job.attempt <= repo.retries:
-                log.warning("job %d attempt %d lost: %s; re-queued", job.id, job.attempt, reason)
-                if await self._store.requeue_job(job.id, job.attempt, reason):
-                    self._push(job.id, build, job)
-                return False
-            state = JobState.ERRORED
-        await self._store.finish_job(job.id, job.attempt, state, code, reason,
-                                     kept.artifacts, kept.tests)
-        log.info("job %d %s exit=%s reason=%s", job.id, state, code, reason)
-        return True
+    async def _record(self, build: Build, job: Job, host: Host, decided: Verdict,
+                      kept: Collected, job_log: JobLog | None) -> None:
+        """Write the verdict, trying again while the store refuses (a locked or full
+        disk clears up); if it never takes it, the job is left running there, as after a
+        crash: the next start reattaches or re-queues it."""
+        if decided.kill:
+            self._owe(host.name, job.id, job.attempt, job.slot or 0)
+        final = False
+        try:
+            for pause in RECORD_RETRIES_S:
+                try:
+                    final = await self._write(build, job, decided, kept)
+                    break
+                except Exception:  # noqa: BLE001 -- whatever the store says, try again
+                    log.exception("job %d attempt %d: outcome not recorded%s", job.id,
+                                  job.attempt, f"; trying again in {pause:g}s" if pause else "")
+                    await asyncio.sleep(pause)
+        finally:
+            if job_log is not None:
+                job_log.finish() if final else job_log.close()
+
+    async def _write(self, build: Build, job: Job, decided: Verdict, kept: Collected) -> bool:
+        """True when the job is finished."""
+        if decided.state is JobState.QUEUED:
+            await self._requeue(build, job, decided)
+            return False
+        final = await self._store.finish_job(
+            job.id, job.attempt, decided.state, decided.exit_code, decided.reason,
+            kept.artifacts, kept.tests, kill_owed=decided.kill)
+        log.info("job %d %s repo=%s build=%d exit=%s%s", job.id, decided.state, build.repo,
+                 build.id, decided.exit_code,
+                 f" reason={decided.reason!r}" if decided.reason else "")
+        return final
+
+    async def _requeue(self, build: Build, job: Job, decided: Verdict) -> None:
+        reason = decided.reason or "re-queued"
+        state = await self._store.requeue_job(job.id, job.attempt, reason, decided.kill)
+        log.warning("job %d attempt %d lost repo=%s build=%d: %s; %s", job.id, job.attempt,
+                    build.repo, build.id, reason,
+                    "re-queued" if state is JobState.QUEUED else f"now {state}")
+        if state is JobState.QUEUED:
+            self._push(job.id, build, job)
 
     def _release(self, host: Host, slot: int, repo: str) -> None:
-        self._free[host.name].append(slot)
-        self._free[host.name].sort()
+        if any(s == slot for s in self._owed[host.name].values()):
+            self._withheld[host.name].add(slot)  # until its kill has reached the host
+        else:
+            self._free[host.name].append(slot)
+            self._free[host.name].sort()
         self.queue.finished(repo)
         self.wake()
 
@@ -362,31 +448,88 @@ class Scheduler:
         """Kill a running job's process group on its host; the streaming task then sees
         the job end and records `state`. The first reason to stop a job wins."""
         running = self._running.get(job_id)
-        if running is None or running.stop_state is not None:
+        if running is None or running.stop is not None:
             return
-        running.stop_state, running.stop_reason = state, reason
+        running.stop = (state, reason)
         log.info("job %d stopping: %s", job_id, reason)
-        self._send_kill(running.host, running.run)
+        self._chore(self._kill(running.host, running.run.job_id, running.run.attempt,
+                               running.run.slot))
 
-    def _send_kill(self, host: Host, run: JobRun) -> None:
-        task = asyncio.create_task(self._kill(host, run))
-        self._kills.add(task)
-        task.add_done_callback(self._kills.discard)
+    def _owe(self, host: str, job_id: int, attempt: int, slot: int) -> None:
+        self._owed[host][(job_id, attempt)] = slot
+        self.wake()
 
-    async def _kill(self, host: Host, run: JobRun) -> None:
+    def _pay_kills(self, host: Host) -> None:
+        """Send every kill owed to an online host that is not on its way already."""
+        for (job_id, attempt), slot in list(self._owed[host.name].items()):
+            if (job_id, attempt) not in self._killing:
+                self._chore(self._kill(host, job_id, attempt, slot))
+
+    async def _kill(self, host: Host, job_id: int, attempt: int, slot: int) -> None:
+        """Stop an attempt on its host. One that does not get through is owed, in the
+        store, until the host is back (after a restart too)."""
+        key = (job_id, attempt)
+        self._killing.add(key)
         try:
-            await host.kill(run)
-        except HostLost as e:
-            log.warning("job %d: kill failed: %s", run.job_id, e)
+            async with self._kill_slots:
+                await host.kill(JobRun(job_id, attempt, "", "", "", "", slot, ""))
+        except Exception as e:  # noqa: BLE001 -- an owed kill is retried, whatever failed
+            log.warning("job %d attempt %d: kill not sent to %s: %s", job_id, attempt,
+                        host.name, e)
+            if key not in self._owed[host.name]:
+                await self._store.owe_kill(job_id, attempt)
+                self._owe(host.name, job_id, attempt, slot)
+            return
+        finally:
+            self._killing.discard(key)
+        if self._owed[host.name].pop(key, None) is not None:
+            await self._store.owe_kill(job_id, attempt, False)
+            log.info("job %d attempt %d killed on %s", job_id, attempt, host.name)
+            withheld = self._withheld[host.name]
+            if slot in withheld and slot not in self._owed[host.name].values():
+                withheld.discard(slot)
+                self._free[host.name].append(slot)
+                self._free[host.name].sort()
+                self.wake()
+
+    def _chore(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    # -- the queue ----------------------------------------------------------------
 
     def _forget(self, job_ids: Iterable[int]) -> None:
         for job_id in job_ids:
             self.queue.remove(job_id)
 
-    def _push(self, job_id: int, build: Build, job: Job) -> None:
+    def _push(self, job_id: int, build: Build, job: Job, tell: bool = True) -> None:
         labels = frozenset(self._repos[build.repo].labels if build.repo in self._repos else ())
         self.queue.push(QueuedJob(job_id, build.repo, build.event.priority,
                                   labels | frozenset(job.spec.labels) | needs(build, job.spec)))
+        if tell and build.repo in self._reported:
+            if not self._untold:
+                self._chore(self._tell_waits())
+            self._untold.add(job_id)
+
+    async def _tell_waits(self) -> None:
+        """The `queued` statuses of the jobs just queued say where each stands: one walk of
+        the queue for every job queued in the same turn of the loop."""
+        await asyncio.sleep(0)
+        untold, self._untold = self._untold, set()
+        found = self.queue.positions(untold, self._views(), WALK_BOUND)
+        await self._store.set_wait_details({
+            job_id: (f"position {w.position}, {w.reason}" if isinstance(w, Waiting)
+                     else f"position {WALK_BOUND}+, {w}")
+            for job_id, w in found.items()})
+
+
+def _start_note(build: Build, job: Job, host: Host, run: JobRun) -> str:
+    confined = {None: "", Confinement.SANDBOX: ", in a sandbox",
+                Confinement.CONTAINER: f", in a container of {run.image}"}
+    return (f"[asyncci] attempt {job.attempt} on {host.name} slot {job.slot}"
+            f" at {build.sha}{confined[run.confinement]}"
+            + (" (untrusted: no secrets)" if build.untrusted else ""))
 
 
 def _duration(seconds: float) -> str:

@@ -65,7 +65,10 @@ class Server:
     @classmethod
     async def build(cls, config: Config) -> Server:
         data_dir = config.server.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        # The queue, logs, artifacts and mirrors are the server's user's alone: logs and
+        # mirrors may hold what a private repo holds.
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data_dir.chmod(0o700)
         hosts = [make_host(h) for h in config.hosts]
         store = await Store.open(data_dir / "asyncci.db")
         logs = Logs(data_dir / "logs", config.server.max_log_bytes)
@@ -96,7 +99,7 @@ class Server:
                 tasks += [group.create_task(Cron(r, self.planner).run(), name=f"cron {r.name}")
                           for r in self.config.repos if r.schedule]
                 if self.config.github is not None:
-                    reporter = GitHubReporter(self.config, self.store, self.scheduler.wait_text)
+                    reporter = GitHubReporter(self.config, self.store)
                     tasks.append(group.create_task(reporter.run(), name="github"))
                 await stop.wait()
                 log.info("stopping; running jobs go on and are reattached at the next start")

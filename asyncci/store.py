@@ -4,14 +4,25 @@ One SQLite file in WAL mode, one connection. Every state change is a guarded
 `UPDATE … WHERE state = ?` committed before anyone acts on it, and the outbox row that
 reports it is written in the same transaction. Triggers are deduplicated by a unique
 `trigger_key`. Nothing here knows about hosts, git or HTTP.
+
+The legal job transitions, each one guarded UPDATE (a wrong prior state changes nothing):
+
+    enqueue_build   (new) → queued, or → errored when the build could not be planned
+    claim_job       queued → running (attempt + 1); a job whose cancel is pending → cancelled
+    finish_job      running → passed | failed | errored | cancelled (its current attempt only)
+    requeue_job     running → queued (its current attempt only); → cancelled if a cancel is
+                    pending: a job somebody stopped is never run again
+    cancel_*        queued → cancelled; running stays running with its cancel pending, and
+                    the scheduler stops it, which ends in finish_job or requeue_job
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -125,6 +136,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE builds ADD COLUMN approval TEXT;
     UPDATE builds SET untrusted = fork;
     """,
+    # Hardening: kills owed to hosts, status texts as they were at their transition, and
+    # login sessions that a logout really ends.
+    """
+    ALTER TABLE attempts ADD COLUMN kill_pending INTEGER NOT NULL DEFAULT 0;
+    UPDATE attempts SET kill_pending = 1 WHERE outcome = 'requeued'
+        AND job_id IN (SELECT id FROM jobs WHERE state IN ('queued', 'running'));
+    CREATE INDEX attempts_kill ON attempts (host) WHERE kill_pending = 1;
+    -- What a status says beside its state (a host, a reason, a queue position).
+    ALTER TABLE outbox ADD COLUMN detail TEXT;
+    CREATE TABLE sessions (key TEXT PRIMARY KEY, expires_at TEXT NOT NULL);
+    """,
 )
 
 
@@ -138,6 +160,9 @@ class BuildRequest:
     event: Event
     trigger_key: str | None
     pr: int | None = None
+    # A manual build of a branch head takes that head's automatic key when no build has it
+    # yet, so the poller or a push seeing the same commit makes no second build.
+    claim_key: str | None = None
     message: str = ""
     author: str = ""
     fork: bool = False
@@ -170,6 +195,7 @@ class OutboxItem:
     build: Build
     github: str
     state: JobState
+    detail: str | None  # as it was at the transition: the host, the reason, the wait
 
 
 @dataclass(frozen=True)
@@ -202,6 +228,8 @@ class Store:
     @classmethod
     async def open(cls, path: Path) -> Store:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # SQLite gives its -wal and -shm files the database file's mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         db = await aiosqlite.connect(path, isolation_level=None)
         db.row_factory = sqlite3.Row
         store = cls(db)
@@ -270,6 +298,10 @@ class Store:
                     existing = await self._build(row["id"])
                     assert existing is not None
                     return Enqueued(existing, created=False)
+            key = req.trigger_key
+            if key is None and req.claim_key is not None and not await self._one(
+                    "SELECT 1 FROM builds WHERE trigger_key = ?", req.claim_key):
+                key = req.claim_key
             pipeline = json.dumps([s.to_dict() for s in specs])
             reason = None if specs else error or "the build has no jobs"
             state = JobState.ERRORED if reason else JobState.QUEUED
@@ -279,7 +311,7 @@ class Store:
                 " created_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (req.repo, req.ref, req.sha, str(req.event), req.pr, req.message,
                  req.author, int(req.fork), int(req.untrusted), req.approval and str(req.approval),
-                 req.github, req.base_ref, req.trigger_key, pipeline, reason, str(state), now,
+                 req.github, req.base_ref, key, pipeline, reason, str(state), now,
                  now if reason else None),
             )
             build_id = cur.lastrowid
@@ -299,7 +331,7 @@ class Store:
                   now if reason else None) for s in jobs],
             )
             job_ids = await self._all("SELECT id FROM jobs WHERE build_id = ?", build_id)
-            await self._outbox_rows([r[0] for r in job_ids], state)
+            await self._outbox_rows([r[0] for r in job_ids], state, reason)
             created = await self._build(build_id)
             assert created is not None
             result = Enqueued(created, created=True)
@@ -356,7 +388,7 @@ class Store:
             f" WHERE state = 'running' AND cancel_requested = 0 AND {where} RETURNING id",
             reason, *args,
         )
-        await self._outbox_rows([r["id"] for r in rows], JobState.CANCELLED)
+        await self._outbox_rows([r["id"] for r in rows], JobState.CANCELLED, reason)
         await self._refresh_builds({r["build_id"] for r in rows})
         return [r["id"] for r in rows], [r["id"] for r in stopping]
 
@@ -502,16 +534,19 @@ class Store:
             ]
             return job
 
-    async def active_jobs(self) -> list[ActiveJob]:
-        """Queued and running jobs, oldest first: what a restart rebuilds its queue from."""
+    async def active_jobs(self, job_ids: Sequence[int] | None = None) -> list[ActiveJob]:
+        """Queued and running jobs (all, or those of `job_ids`), oldest first: what a
+        restart rebuilds its queue from, and what a page of the queue shows."""
+        where, args = "j.state IN ('queued', 'running')", list(job_ids or ())
+        if job_ids is not None:
+            where += f" AND j.id IN ({','.join('?' * len(args))})"
         async with self._lock:
             rows = await self._all(
                 "SELECT j.*, b.repo AS b_repo, b.ref AS b_ref, b.sha AS b_sha,"
                 " b.event AS b_event, b.pr AS b_pr, b.fork AS b_fork, b.created_at AS b_created,"
                 " b.untrusted AS b_untrusted, b.approval AS b_approval"
-                " FROM jobs j JOIN builds b ON b.id = j.build_id"
-                " WHERE j.state IN ('queued', 'running') ORDER BY j.id"
-            )
+                f" FROM jobs j JOIN builds b ON b.id = j.build_id WHERE {where} ORDER BY j.id",
+                *args)
         return [ActiveJob(_job_from(r), _build_head(r)) for r in rows]
 
     async def claim_job(self, job_id: int, host: str, slot: int) -> ActiveJob | None:
@@ -526,21 +561,33 @@ class Store:
                 host, slot, now, job_id,
             )
             if row is None:
+                await self._drop_cancelled(job_id, now)
                 return None
             await self._db.execute(
                 "INSERT INTO attempts (job_id, number, host, slot, started_at) VALUES (?,?,?,?,?)",
                 (job_id, row["attempt"], host, slot, now),
             )
-            await self._outbox_rows([job_id], JobState.RUNNING)
+            await self._outbox_rows([job_id], JobState.RUNNING, host)
             await self._refresh_builds([row["build_id"]])
             build = await self._one("SELECT * FROM builds WHERE id = ?", row["build_id"])
         assert build is not None
         return ActiveJob(_job_from(row), _build_from(build))
 
+    async def _drop_cancelled(self, job_id: int, now: str | None) -> None:
+        """queued with a pending cancel → cancelled (left so by an older release)."""
+        row = await self._one(
+            "UPDATE jobs SET state = 'cancelled', finished_at = ?, cancel_requested = 0"
+            " WHERE id = ? AND state = 'queued' AND cancel_requested = 1"
+            " RETURNING build_id, reason", now, job_id)
+        if row is not None:
+            await self._outbox_rows([job_id], JobState.CANCELLED, row["reason"])
+            await self._refresh_builds([row["build_id"]])
+
     async def finish_job(
         self, job_id: int, attempt: int, state: JobState,
         exit_code: int | None = None, reason: str | None = None,
         artifacts: Sequence[Artifact] = (), tests: Sequence[TestResult] = (),
+        kill_owed: bool = False,
     ) -> bool:
         """running → a final state, only if this attempt is still the job's current one;
         what the attempt left behind is kept in the same transaction."""
@@ -561,35 +608,42 @@ class Store:
             await self._db.executemany(
                 "INSERT INTO tests (job_id, name, outcome, message) VALUES (?,?,?,?)",
                 [(job_id, t.name, str(t.outcome), t.message) for t in tests])
-            await self._end_attempt(job_id, attempt, str(state), reason, now)
-            await self._outbox_rows([job_id], state)
+            await self._end_attempt(job_id, attempt, str(state), reason, now, kill_owed)
+            await self._outbox_rows([job_id], state, reason)
             await self._refresh_builds([row["build_id"]])
         return True
 
-    async def requeue_job(self, job_id: int, attempt: int, reason: str) -> bool:
-        """running → queued after an infrastructure error; the attempt's story is kept."""
+    async def requeue_job(self, job_id: int, attempt: int, reason: str,
+                          kill_owed: bool = False) -> JobState | None:
+        """running → queued after an infrastructure error, or → cancelled if somebody
+        asked to stop it meanwhile; None if `attempt` is no longer the job's current one.
+        With `kill_owed`, the attempt may still run on a host that could not be reached."""
         now = iso(utcnow())
         async with self._lock, self._tx():
-            row = await self._one(
-                "UPDATE jobs SET state = 'queued', host = NULL, slot = NULL, reason = ?,"
-                " started_at = NULL WHERE id = ? AND state = 'running' AND attempt = ?"
-                " RETURNING build_id",
-                reason, job_id, attempt,
-            )
+            state, row = JobState.CANCELLED, await self._one(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?, cancel_requested = 0"
+                " WHERE id = ? AND state = 'running' AND attempt = ? AND cancel_requested = 1"
+                " RETURNING build_id, reason", now, job_id, attempt)
             if row is None:
-                return False
-            await self._end_attempt(job_id, attempt, "requeued", reason, now)
-            await self._outbox_rows([job_id], JobState.QUEUED)
+                state, row = JobState.QUEUED, await self._one(
+                    "UPDATE jobs SET state = 'queued', host = NULL, slot = NULL, reason = ?,"
+                    " started_at = NULL WHERE id = ? AND state = 'running' AND attempt = ?"
+                    " RETURNING build_id, reason", reason, job_id, attempt)
+            if row is None:
+                return None
+            await self._end_attempt(job_id, attempt, "requeued" if state is JobState.QUEUED
+                                    else "cancelled", reason, now, kill_owed)
+            await self._outbox_rows([job_id], state,
+                                    row["reason"] if state is JobState.CANCELLED else None)
             await self._refresh_builds([row["build_id"]])
-        return True
+        return state
 
-    async def _end_attempt(
-        self, job_id: int, attempt: int, outcome: str, reason: str | None, now: str | None
-    ) -> None:
+    async def _end_attempt(self, job_id: int, attempt: int, outcome: str, reason: str | None,
+                           now: str | None, kill_owed: bool) -> None:
         await self._db.execute(
-            "UPDATE attempts SET finished_at = ?, outcome = ?, reason = ?"
+            "UPDATE attempts SET finished_at = ?, outcome = ?, reason = ?, kill_pending = ?"
             " WHERE job_id = ? AND number = ?",
-            (now, outcome, reason, job_id, attempt),
+            (now, outcome, reason, int(kill_owed), job_id, attempt),
         )
 
     async def artifacts(self, job_id: int) -> list[Artifact]:
@@ -637,14 +691,19 @@ class Store:
         return [TestRun(r[0], r[1], r[2], r[3], TestOutcome(r[4]), r[5], _time(r[6]))
                 for r in rows]
 
-    async def requeued_attempts(self, since: datetime) -> list[tuple[int, Attempt]]:
-        """(job id, attempt) of the attempts given up on since `since`. One may still run on
-        a host that was away when the server stopped: it is to be stopped there."""
+    async def owed_kills(self) -> list[tuple[int, Attempt]]:
+        """(job id, attempt) of every attempt that may still run where it was given up on
+        (its host was away) or asked to stop (the kill did not reach its host)."""
         async with self._lock:
-            rows = await self._all(
-                "SELECT * FROM attempts WHERE outcome = 'requeued' AND finished_at >= ?",
-                iso(since))
+            rows = await self._all("SELECT * FROM attempts WHERE kill_pending = 1")
         return [(r["job_id"], _attempt_from(r)) for r in rows]
+
+    async def owe_kill(self, job_id: int, attempt: int, owed: bool = True) -> None:
+        """Remember (or, once it reached its host, forget) that an attempt is to be killed."""
+        async with self._lock:
+            await self._db.execute(
+                "UPDATE attempts SET kill_pending = ? WHERE job_id = ? AND number = ?",
+                (int(owed), job_id, attempt))
 
     async def cancel_reason(self, job_id: int) -> str | None:
         """Why a running job was asked to stop, if it was."""
@@ -667,22 +726,33 @@ class Store:
 
     # -- outbox ---------------------------------------------------------------------
 
-    async def _outbox_rows(self, job_ids: Sequence[int], state: JobState) -> None:
-        """Written in the caller's transaction, so a reported state is a committed one."""
+    async def _outbox_rows(self, job_ids: Sequence[int], state: JobState,
+                           detail: str | None = None) -> None:
+        """Written in the caller's transaction, so a reported state is a committed one,
+        told as it was then (a queued job's wait is added by `set_wait_details`)."""
         if not job_ids:
             return
         marks = ",".join("?" * len(job_ids))
         await self._db.execute(
-            f"INSERT INTO outbox (job_id, state, created_at)"
-            f" SELECT j.id, ?, ? FROM jobs j JOIN builds b ON b.id = j.build_id"
+            f"INSERT INTO outbox (job_id, state, detail, created_at)"
+            f" SELECT j.id, ?, ?, ? FROM jobs j JOIN builds b ON b.id = j.build_id"
             f" WHERE j.id IN ({marks}) AND b.github IS NOT NULL",
-            (str(state), iso(utcnow()), *job_ids),
+            (str(state), detail, iso(utcnow()), *job_ids),
         )
+
+    async def set_wait_details(self, details: Mapping[int, str]) -> None:
+        """A just-queued job's position and wait reason, for its unsent `queued` status."""
+        async with self._lock:
+            await self._db.executemany(
+                "UPDATE outbox SET detail = ? WHERE job_id = ? AND state = 'queued'"
+                " AND sent_at IS NULL AND detail IS NULL",
+                [(text, job_id) for job_id, text in details.items()])
 
     async def pending_outbox(self, limit: int = 100) -> list[OutboxItem]:
         async with self._lock:
             rows = await self._all(
-                "SELECT o.id AS o_id, o.state AS o_state, j.*, b.github AS b_github,"
+                "SELECT o.id AS o_id, o.state AS o_state, o.detail AS o_detail, j.*,"
+                " b.github AS b_github,"
                 " b.repo AS b_repo, b.ref AS b_ref, b.sha AS b_sha, b.event AS b_event,"
                 " b.pr AS b_pr, b.fork AS b_fork, b.created_at AS b_created,"
                 " b.untrusted AS b_untrusted, b.approval AS b_approval"
@@ -691,7 +761,8 @@ class Store:
                 limit,
             )
         return [
-            OutboxItem(r["o_id"], _job_from(r), _build_head(r), r["b_github"], JobState(r["o_state"]))
+            OutboxItem(r["o_id"], _job_from(r), _build_head(r), r["b_github"],
+                       JobState(r["o_state"]), r["o_detail"])
             for r in rows
         ]
 
@@ -700,6 +771,25 @@ class Store:
             await self._db.execute(
                 "UPDATE outbox SET sent_at = ? WHERE id = ?", (iso(utcnow()), outbox_id)
             )
+
+    # -- login sessions -------------------------------------------------------------
+
+    async def add_session(self, key: str, expires_at: datetime) -> None:
+        async with self._lock:
+            await self._db.execute("INSERT INTO sessions (key, expires_at) VALUES (?, ?)",
+                                   (key, iso(expires_at)))
+
+    async def drop_session(self, key: str) -> None:
+        async with self._lock:
+            await self._db.execute("DELETE FROM sessions WHERE key = ?", (key,))
+
+    async def live_sessions(self) -> dict[str, datetime]:
+        """Every session not yet expired (expired ones are deleted on the way)."""
+        now = iso(utcnow())
+        async with self._lock, self._tx():
+            await self._db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+            rows = await self._all("SELECT key, expires_at FROM sessions")
+        return {r[0]: datetime.fromisoformat(r[1]) for r in rows}
 
     # -- hosts and repos ------------------------------------------------------------
 

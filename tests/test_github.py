@@ -174,6 +174,23 @@ async def test_statuses_arrive_in_order_and_survive_bad_gateways(
     assert github.tokens[-1] == "token gh-token"
 
 
+async def test_a_late_status_says_what_was_true_when_its_state_changed(
+    tmp_path: Path, repo: GitRepo
+) -> None:
+    """GitHub answers slowly (three bad gateways): by the time the queued status goes out
+    the job has run, and the status still tells where it stood in the queue and why."""
+    async with serving(tmp_path, repo) as (_, api, github):
+        github.failures = [502, 502, 502]
+        await api.call("POST", "/api/hosts/local/drain")
+        build = (await api.call("POST", "/api/repos/demo/builds", {}))[1]
+        await until(lambda: github.failures == [502], 20, "GitHub refusing the first status")
+        await api.call("POST", "/api/hosts/local/resume")
+        await api.build(build["id"])
+        await until(lambda: len(github.statuses) == 3, 30, "three statuses")
+    assert [s["description"] for s in github.statuses] == [
+        "queued: position 1, host draining", "running on local", "passed"]
+
+
 async def test_rate_limits_are_waited_out_and_app_tokens_used(
     tmp_path: Path, repo: GitRepo
 ) -> None:

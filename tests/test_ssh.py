@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -255,3 +256,52 @@ def test_server_sigkill_reattaches_ssh_jobs(config_for: Callable[..., Path], ssh
 def _finished(server: ServerProcess, build_id: int) -> Any:
     build = server.get(f"/api/builds/{build_id}")
     return build if build["finished_at"] else None
+
+
+async def test_a_host_back_within_grace_keeps_its_job(
+    config_for: Callable[..., Path], sshd_pair: Pair
+) -> None:
+    """Reconnects are tried often while a job waits for its host: one back after 8 s of
+    a 12 s grace is seen in time, however many tries failed before."""
+    a, _ = sshd_pair
+    script = 'echo start; sleep 11; echo end'
+    async with running_server(config_for(script, hosts=[a.host("a", grace="12s")])) \
+            as server, api_for(server) as api:
+        await online(api, "a")
+        build = (await api.call("POST", "/api/repos/demo/builds", {}))[1]
+        job_id = build["jobs"][0]["id"]
+        await until(lambda: _contains(api, job_id, "start"), 20, "the job on a")
+        pause(a)
+        await asyncio.sleep(8)  # the outage itself, not a wait for a state
+        a.start()
+        done = await api.build(build["id"], timeout=30)
+    job = done["jobs"][0]
+    assert (done["state"], job["attempt"], job["host"]) == ("passed", 1, "a")
+    assert "end" in await _log_after(server, job_id)
+
+
+async def _log_after(server: Any, job_id: int) -> str:
+    return server.logs.read(job_id, 0).decode()
+
+
+async def test_a_slot_takes_no_new_job_until_its_lost_attempt_is_killed(
+    config_for: Callable[..., Path], sshd_pair: Pair
+) -> None:
+    a, _ = sshd_pair
+    marker = f"owed-kill-marker-{os.getpid()}"
+    script = (f'if [ "$ASYNCCI_ATTEMPT" = 1 ]; then bash -c "sleep 300; : {marker}"; fi;'
+              f' if pgrep -f {marker} >/dev/null; then echo overlap; else echo alone; fi')
+    async with running_server(config_for(script, hosts=[a.host("a", grace="1s", slots=1)])) \
+            as server, api_for(server) as api:
+        await online(api, "a")
+        build = (await api.call("POST", "/api/repos/demo/builds", {}))[1]
+        await until(lambda: marker_processes(marker), 20, "attempt 1 on a")
+        pause(a)  # past grace: attempt 1 is given up on, and still runs there
+        job_id = build["jobs"][0]["id"]
+        await until(lambda: server.store.owed_kills(), 20, "a kill owed to a")
+        a.start()
+        done = await api.build(build["id"], timeout=30)
+        assert await server.store.owed_kills() == []
+    assert (done["state"], done["jobs"][0]["attempt"]) == ("passed", 2)
+    assert "alone" in await _log_after(server, job_id)
+    assert marker_processes(marker) == []

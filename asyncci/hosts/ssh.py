@@ -3,10 +3,11 @@ channel per command. The only module besides `local.py` that runs jobs, and the 
 that speaks SSH.
 
 `maintain()` keeps the connection: keepalives find a dead host in seconds, `prepare` runs
-once per connection, and a lost connection is retried with capped exponential backoff.
+once per connection, and a lost connection is retried with capped exponential backoff,
+capped low while jobs wait for the host, so one back within their `grace` is seen in time.
 A job's stream that breaks with the connection waits up to `grace` for the host to come
 back and reattaches from the byte the server already has; only after that is the job
-given up on this host (HostLost), and the abandoned attempt is killed when the host returns,
+given up on this host (HostLost), and the scheduler owes the abandoned attempt a kill,
 so two attempts never both report. A finished attempt's files come back over SFTP on the
 same connection, with the same patience.
 """
@@ -36,7 +37,8 @@ SFTP_READ = 4 << 20
 KEEPALIVE_S = 2.0  # with 2 unanswered keepalives: a dead host is seen in 4-6 s
 KEEPALIVE_MISSES = 2
 CONNECT_TIMEOUT_S = 10.0
-BACKOFF_MAX_S = 60.0
+BACKOFF_MAX_S = 10.0  # a host that returns is noticed within this
+BACKOFF_WAITED_S = 1.0  # ... and within this while jobs wait for it
 COMMAND_TIMEOUT_S = 60.0
 STREAM_RETRIES = 3  # a stream that broke while its connection lived (a killed `tail`)
 
@@ -85,7 +87,7 @@ class SSHHost:
         self._conn: asyncssh.SSHClientConnection | None = None
         self._changed = asyncio.Event()
         self._on_change: Callable[[], None] = lambda: None
-        self._stale: dict[str, JobRun] = {}  # attempts given up on while the host was away
+        self._waiters = 0  # jobs waiting for the host to be back
 
     def watch(self, on_change: Callable[[], None]) -> None:
         self._on_change = on_change
@@ -124,14 +126,14 @@ class SSHHost:
                         await self._prepare(conn)
                         self.capabilities, self.abilities = capabilities(
                             self._config, await self._probe(conn))
-                        await self._kill_stale(conn)
                     except BaseException:  # a failure, or the server stopping meanwhile
                         conn.close()
                         raise
                 except (OSError, asyncssh.Error, TimeoutError, HostLost) as e:
                     failures += 1
                     self._set(HostState.OFFLINE, describe(e, self._config))
-                    delay = min(BACKOFF_MAX_S, 0.5 * 2 ** min(failures, 10))
+                    cap = BACKOFF_WAITED_S if self._waiters else BACKOFF_MAX_S
+                    delay = min(cap, 0.5 * 2 ** min(failures, 10))
                     await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                     continue
                 failures = 0
@@ -159,16 +161,6 @@ class SSHHost:
             raise HostLost(_text(result.stdout or result.stderr).strip() or "git or bash missing")
         return _text(result.stdout).strip()
 
-    async def _kill_stale(self, conn: asyncssh.SSHClientConnection) -> None:
-        """Before the host takes new jobs, stop the attempts that were re-queued elsewhere."""
-        for key, run in list(self._stale.items()):
-            await self._command(conn, self._kill_input(run))
-            log.info("host %s: stale attempt %s killed", self.name, key)
-            del self._stale[key]
-
-    def _kill_input(self, run: JobRun) -> bytes:
-        return wrapper_input("kill", self._config, self._workdir, run)
-
     async def _command(self, conn: asyncssh.SSHClientConnection, script: bytes
                        ) -> asyncssh.SSHCompletedProcess:
         return await asyncio.wait_for(
@@ -184,20 +176,19 @@ class SSHHost:
             if left <= 0:
                 raise HostLost(f"host {self.name} unreachable for more than "
                                f"{self._config.grace:g}s: {self.last_error or 'not connected'}")
+            self._waiters += 1
             try:
                 await asyncio.wait_for(self._changed.wait(), left)
             except TimeoutError:
                 pass
+            finally:
+                self._waiters -= 1
 
     async def run(self, run: JobRun, log: JobLog, attach: bool) -> Outcome:
         deadline = time.monotonic() + self._config.grace
         broken = 0
         while True:
-            try:
-                conn = await self._online(deadline)
-            except HostLost:
-                self._stale[run.dirname] = run
-                raise
+            conn = await self._online(deadline)
             try:
                 return await self._stream(conn, run, log, attach)
             except (OSError, asyncssh.Error, HostLost) as e:
@@ -234,12 +225,10 @@ class SSHHost:
     async def kill(self, run: JobRun) -> None:
         conn = self._conn
         if conn is None or conn.is_closed():
-            self._stale[run.dirname] = run  # killed as soon as the host is back
-            return
+            raise HostLost(f"host {self.name} is not connected")
         try:
-            await self._command(conn, self._kill_input(run))
+            await self._command(conn, wrapper_input("kill", self._config, self._workdir, run))
         except (OSError, asyncssh.Error, TimeoutError) as e:
-            self._stale[run.dirname] = run
             raise HostLost(describe(e, self._config)) from e
 
     async def collect(self, run: JobRun, dest: Path) -> Collected:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 
 import aiohttp
 from gidgethub import BadRequest, GitHubBroken, HTTPException, RateLimitExceeded
@@ -33,21 +32,20 @@ GITHUB_STATE = {
 }
 
 
-def status_body(item: OutboxItem, public_url: str, waiting: str | None,
+def status_body(item: OutboxItem, public_url: str,
                 tests: TestReport | None = None) -> dict[str, str]:
-    """The statuses API body for one outbox row (SPEC §7). A finished job with failing or
-    fixed tests says what changed against the base branch: `2 new failures, 1 fixed`."""
-    job = item.job
+    """The statuses API body for one outbox row (SPEC §7), told as the row was written,
+    however late it goes out. A finished job with failing or fixed tests says what
+    changed against the base branch: `2 new failures, 1 fixed`."""
+    job, detail = item.job, item.detail
     if tests is not None and (tests.failures or tests.fixed):
         description = tests.summary()
-    elif item.state is JobState.QUEUED:
-        description = f"queued: {waiting}" if waiting else "queued"
     elif item.state is JobState.RUNNING:
-        description = f"running on {job.host}"
+        description = f"running on {detail}"
     elif item.state is JobState.PASSED:
         description = "passed"
     else:
-        description = f"{item.state}: {job.reason}" if job.reason else str(item.state)
+        description = f"{item.state}: {detail}" if detail else str(item.state)
     return {
         "state": GITHUB_STATE[item.state],
         "context": f"asyncci/{job.name}",
@@ -82,13 +80,11 @@ class Tokens:
 
 
 class GitHubReporter:
-    def __init__(self, config: Config, store: Store,
-                 waiting: Callable[[int], str | None]) -> None:
+    def __init__(self, config: Config, store: Store) -> None:
         assert config.github is not None
         self._github = config.github
         self._public_url = config.server.public_url
         self._store = store
-        self._waiting = waiting  # a queued job's position and reason, from the scheduler
         self._tokens = Tokens(config.github)
 
     async def run(self) -> None:
@@ -113,7 +109,7 @@ class GitHubReporter:
         tests = None
         if item.state.finished and item.job.spec.junit:
             tests = await self._store.test_report(item.job.id)
-        body = status_body(item, self._public_url, self._waiting(item.job.id), tests)
+        body = status_body(item, self._public_url, tests)
         url = f"/repos/{item.github}/statuses/{item.build.sha}"
         try:
             token = await self._tokens.token(gh, item.github)
