@@ -6,6 +6,7 @@ language. Nothing here does I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -318,3 +319,14 @@ def iso(at: datetime | None) -> str | None:
     if at is None:
         return None
     return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+# A scheme (bounded, so a long word costs no backtracking), then userinfo up to the
+# last `@` before the end of the host (`/`, `?`, `#`, space).
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31}://)[^/?#\s]*@")
+
+
+def redact_url(url: str) -> str:
+    """`url` with its userinfo (`bot:TOKEN@`) replaced by `***`, so a credential in a
+    repo's URL is never shown. Also works on text that quotes URLs, such as git's errors."""
+    return _USERINFO.sub(r"\1***@", url)

@@ -6,7 +6,11 @@ Handlers ask the store, the log files and the scheduler; they never run git or S
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote
@@ -14,13 +18,24 @@ from urllib.parse import quote
 from aiohttp import web
 
 from ..model import (Build, Confinement, Job, JobState, TestOutcome, TestReport, TestResult, iso,
-                     utcnow)
+                     redact_url, utcnow)
 from ..planner import PlanError
 from .auth import require_token
 from .keys import CONFIG, LOGS, PLANNER, SCHEDULER, STORE
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 SSE_KEEPALIVE_S = 15.0
+# The queue is listed to this depth (deeper jobs are counted): a page walks the pick order
+# from its start, ~1 µs a position, all of it on the event loop.
+QUEUE_PAGE, QUEUE_PAGE_MAX, QUEUE_MAX_OFFSET = 100, 1000, 10_000
+MAX_OFFSET = 2**62  # byte offsets and ids: far beyond any log, within SQLite's integers
+# What git takes as a ref (git-check-ref-format), and a bound that keeps its command line
+# short: a control or special character, `..`, `@{`, `//`, a part starting with `.` or
+# ending in `.lock`, a start with `-` (an option), `/` or `.`, an end with `/` or `.`.
+MAX_REF_BYTES = 1000
+BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock(/|\Z)|\A[-/.]|[/.]\Z")
+SHA_SHAPE = re.compile(r"[0-9a-f]{4,64}")  # the planner says whether it names a commit
 # Artifacts shown in the browser rather than downloaded: plain text only, never HTML.
 ARTIFACT_CHUNK = 1 << 18
 TEXT_SUFFIXES = {".txt", ".log", ".xml", ".json", ".csv", ".md", ".out"}
@@ -28,6 +43,11 @@ TEXT_SUFFIXES = {".txt", ".log", ".xml", ".json", ".csv", ".md", ".out"}
 
 def error(status: type[web.HTTPError], message: str) -> web.HTTPError:
     return status(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def shown(text: str | None) -> str | None:
+    """A message that may quote git's, with any credential in a URL hidden."""
+    return text and redact_url(text)
 
 
 def job_json(request: web.Request, build: Build, job: Job) -> dict[str, Any]:
@@ -38,14 +58,14 @@ def job_json(request: web.Request, build: Build, job: Job) -> dict[str, Any]:
     return {
         "id": job.id, "build_id": job.build_id, "name": job.name, "state": job.state,
         "host": job.host, "slot": job.slot, "attempt": job.attempt,
-        "exit_code": job.exit_code, "reason": job.reason,
+        "exit_code": job.exit_code, "reason": shown(job.reason),
         "queued_at": iso(job.queued_at), "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at), "labels": list(job.spec.labels),
         "shell": shell, "confined": confinement, "image": job.spec.image or None,
         "network": job.spec.network if confinement else True,
         "attempts": [
             {"number": a.number, "host": a.host, "slot": a.slot, "started_at": iso(a.started_at),
-             "finished_at": iso(a.finished_at), "outcome": a.outcome, "reason": a.reason}
+             "finished_at": iso(a.finished_at), "outcome": a.outcome, "reason": shown(a.reason)}
             for a in job.attempts
         ],
     }
@@ -56,7 +76,7 @@ def build_json(request: web.Request, build: Build) -> dict[str, Any]:
     return {
         "id": build.id, "repo": build.repo, "ref": build.ref, "branch": build.branch,
         "sha": build.sha, "event": build.event, "pr": build.pr, "message": build.message,
-        "author": build.author, "state": build.state, "error": build.error,
+        "author": build.author, "state": build.state, "error": shown(build.error),
         "untrusted": build.untrusted, "fork": build.fork, "approval": build.approval,
         "created_at": iso(build.created_at), "started_at": iso(build.started_at),
         "finished_at": iso(build.finished_at), "url": f"{public_url}/builds/{build.id}",
@@ -64,17 +84,29 @@ def build_json(request: web.Request, build: Build) -> dict[str, Any]:
     }
 
 
-def _int(request: web.Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
-    raw = request.query.get(name)
+def parse_count(raw: str, hi: int = MAX_OFFSET) -> int | None:
+    """`raw` as a decimal from 0 to `hi`, or None. int() alone takes `-5`, ` 7 ` and `1_0`,
+    and raises on `²` (a digit to str.isdigit) and on 5000 digits."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(hi)):
+        return None
+    value = int(raw)
+    return value if value <= hi else None
+
+
+def _count(name: str, raw: str | None, default: int | None, lo: int = 0,
+           hi: int = MAX_OFFSET) -> int | None:
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise error(web.HTTPBadRequest, f"{name} must be an integer, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise error(web.HTTPBadRequest, f"{name} must be between {lo} and {hi}")
+    value = parse_count(raw, hi)
+    if value is None or value < lo:
+        raise error(web.HTTPBadRequest,
+                    f"{name} must be an integer from {lo} to {hi}, got {raw[:40]!r}")
     return value
+
+
+def _int(request: web.Request, name: str, default: int | None, lo: int = 0,
+         hi: int = MAX_OFFSET) -> int | None:
+    return _count(name, request.query.get(name), default, lo, hi)
 
 
 async def load_build(request: web.Request) -> Build:
@@ -95,15 +127,16 @@ async def _job(request: web.Request) -> Job:
 
 def _int_path(request: web.Request, name: str) -> int:
     raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 18:
-        raise error(web.HTTPNotFound, f"no such id {raw!r}")
-    return int(raw)
+    value = parse_count(raw)
+    if value is None:
+        raise error(web.HTTPNotFound, f"no such id {raw[:40]!r}")
+    return value
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise error(web.HTTPBadRequest, "the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise error(web.HTTPBadRequest, "the body must be a JSON object")
@@ -126,7 +159,7 @@ async def list_builds(request: web.Request) -> web.Response:
     builds = await request.app[STORE].list_builds(
         repo=request.query.get("repo") or None, state=state, ref=ref,
         limit=_int(request, "limit", 50, 1, 500) or 50,
-        before=_int(request, "before", None, 0, 2**62),
+        before=_int(request, "before", None),
     )
     return web.json_response({"builds": [build_json(request, b) for b in builds]})
 
@@ -181,11 +214,24 @@ async def create_build(request: web.Request) -> web.Response:
     for name, value in (("ref", ref), ("sha", sha)):
         if value is not None and (not isinstance(value, str) or not value):
             raise error(web.HTTPBadRequest, f"{name} must be a non-empty string")
+    if problem := target_problem(ref, sha):
+        raise error(web.HTTPUnprocessableEntity, problem)
     try:
         build = await request.app[PLANNER].manual(repo, ref, sha)
     except PlanError as e:
         raise error(web.HTTPUnprocessableEntity, str(e)) from None
     return web.json_response(build_json(request, build), status=201)
+
+
+def target_problem(ref: str | None, sha: str | None) -> str | None:
+    """Why a person's ref or sha cannot be what they build, checked before any git runs:
+    git would refuse it anyway, but only after a fetch, or with a command line too long."""
+    if ref is not None and (not ref.isprintable() or len(ref.encode()) > MAX_REF_BYTES
+                            or ref == "@" or BAD_REF.search(ref)):
+        return f"not a git ref name: {ref[:100]!r}"
+    if sha is not None and not SHA_SHAPE.fullmatch(sha):
+        return f"not a commit sha (4 to 64 hex digits): {sha[:100]!r}"
+    return None
 
 
 @routes.get("/api/jobs/{id}")
@@ -199,7 +245,7 @@ async def get_job(request: web.Request) -> web.Response:
 @routes.get("/api/jobs/{id}/log")
 async def job_log(request: web.Request) -> web.Response:
     job = await _job(request)
-    offset = _int(request, "offset", 0, 0, 2**62) or 0
+    offset = _int(request, "offset", 0) or 0
     data = request.app[LOGS].read(job.id, offset)
     headers = {"X-Log-Offset": str(offset + len(data))}
     if job.state.finished and offset + len(data) >= request.app[LOGS].size(job.id):
@@ -231,7 +277,7 @@ async def artifact(request: web.Request) -> web.StreamResponse:
         file = (request.app[CONFIG].server.artifacts_dir / str(job.id) / path).open("rb")
     except OSError:
         raise error(web.HTTPGone, f"artifact {path!r} of job {job.id} is no longer kept") from None
-    with file:
+    with file, reader_may_leave(f"artifact {path!r} of job {job.id}"):
         text = PurePosixPath(path).suffix in TEXT_SUFFIXES
         response = web.StreamResponse(headers={
             "Content-Type": "text/plain; charset=utf-8" if text else "application/octet-stream",
@@ -242,8 +288,20 @@ async def artifact(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
         while chunk := file.read(ARTIFACT_CHUNK):
             await response.write(chunk)
-    await response.write_eof()
+        await response.write_eof()
     return response
+
+
+@contextmanager
+def reader_may_leave(what: str) -> Iterator[None]:
+    """A browser closing a live log or a download mid-way is no error: the next write
+    raises a ConnectionError (aiohttp's ClientConnectionResetError on a closed transport,
+    a plain one while it waits to drain), and the answer just ends, with one debug line
+    rather than a traceback."""
+    try:
+        yield
+    except ConnectionError:
+        log.debug("%s: the reader went away", what)
 
 
 @routes.get("/api/jobs/{id}/tests")
@@ -278,16 +336,21 @@ def _test_json(test: TestResult) -> dict[str, str]:
 async def job_log_stream(request: web.Request) -> web.StreamResponse:
     """SSE: `log` events whose id is the byte offset after them, then one `state` event."""
     job = await _job(request)
-    logs, store = request.app[LOGS], request.app[STORE]
-    try:
-        offset = int(request.headers.get("Last-Event-ID") or request.query.get("offset") or 0)
-    except ValueError:
-        raise error(web.HTTPBadRequest, "offset must be an integer") from None
+    offset = _count("offset", request.headers.get("Last-Event-ID") or request.query.get("offset"),
+                    0) or 0
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no",
     })
     await response.prepare(request)
+    with reader_may_leave(f"log stream of job {job.id}"):
+        await _stream(request, response, job, offset)
+    return response
+
+
+async def _stream(request: web.Request, response: web.StreamResponse, job: Job,
+                  offset: int) -> None:
+    logs, store = request.app[LOGS], request.app[STORE]
     while True:
         data = logs.read(job.id, offset)
         if data:
@@ -304,7 +367,6 @@ async def job_log_stream(request: web.Request) -> web.StreamResponse:
             break
         if not await _wait(logs, job.id, offset):
             await response.write(b": keepalive\n\n")
-    return response
 
 
 async def _wait(logs: Any, job_id: int, offset: int) -> bool:
@@ -332,13 +394,21 @@ def _sse(event: str, text: str, event_id: int | None) -> bytes:
 
 @routes.get("/api/queue")
 async def queue(request: web.Request) -> web.Response:
-    return web.json_response({"jobs": await queue_json(request)})
+    """A page of the queue (`offset`, `limit`): the first positions cost little however
+    long the queue is, the whole of a long one a lot."""
+    offset = _int(request, "offset", 0, 0, QUEUE_MAX_OFFSET) or 0
+    limit = _int(request, "limit", QUEUE_PAGE, 1, QUEUE_PAGE_MAX) or QUEUE_PAGE
+    return web.json_response({"jobs": await queue_json(request, limit, offset),
+                              "total": len(request.app[SCHEDULER].queue),
+                              "offset": offset, "limit": limit})
 
 
-async def queue_json(request: web.Request, limit: int | None = None) -> list[dict[str, Any]]:
+async def queue_json(request: web.Request, limit: int, offset: int = 0
+                     ) -> list[dict[str, Any]]:
     """Queued jobs in pick order with their position, wait reason and wait so far."""
-    waiting = request.app[SCHEDULER].waiting()[:limit]
-    active = {a.job.id: a for a in await request.app[STORE].active_jobs()}
+    waiting = request.app[SCHEDULER].waiting(offset, limit)
+    active = {a.job.id: a for a in
+              await request.app[STORE].active_jobs([w.job.job_id for w in waiting])}
     now = utcnow()
     jobs = []
     for w in waiting:
@@ -397,7 +467,8 @@ def repo_json(request: web.Request, name: str, status: Any) -> dict[str, Any]:
     assert repo is not None
     return {
         "name": repo.name, "branches": list(repo.branches), "github": repo.github,
-        "poll": repo.poll, "poll_error": status.poll_error, "polled_at": iso(status.polled_at),
+        "poll": repo.poll, "poll_error": shown(status.poll_error),
+        "polled_at": iso(status.polled_at),
     }
 
 

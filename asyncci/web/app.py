@@ -15,11 +15,16 @@ from ..planner import Planner
 from ..scheduler import Scheduler
 from ..store import Store
 from . import api, hooks, metrics, pages
-from .auth import may_read
-from .keys import BACKGROUND, CONFIG, LOGS, PLANNER, POKE, SCHEDULER, STORE
+from .auth import check_bearer, load_sessions, may_read
+from .keys import BACKGROUND, CONFIG, LOGS, PLANNER, POKE, SCHEDULER, SESSIONS, STORE, THROTTLE
+from .throttle import Throttle
 
 # GitHub's own cap on webhook deliveries (SPEC §6); larger bodies are answered 413.
 MAX_BODY = 25 * 1024 * 1024
+# A connection idle this long is closed. aiohttp (3.14.5 here) starts this clock when a
+# connection opens and when an answer is sent, and only its arrival stops it, so it is
+# also the deadline for a request's headers: a client that trickles them is cut off.
+IDLE_TIMEOUT_S = 60.0
 ALWAYS_OPEN = ("/healthz", "/hooks/", "/login", "/static/")
 SECURITY_HEADERS = {
     # No inline script anywhere: pages load their JavaScript from /static only.
@@ -34,7 +39,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With `web.public = false` only the token opens anything but the always-open paths."""
+    """With `web.public = false` only the token opens anything but the always-open paths.
+    A body declared too big is refused before a byte of it is read."""
+    if (request.content_length or 0) > MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(
+            MAX_BODY, text=json.dumps({"error": f"the body is over {MAX_BODY} bytes"}),
+            content_type="application/json")
+    check_bearer(request)
     if not request.path.startswith(ALWAYS_OPEN) and not may_read(request):
         if request.method == "GET" and not request.path.startswith(("/api/", "/metrics")):
             raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs)}")
@@ -60,7 +71,8 @@ def create_app(
     config: Config, store: Store, scheduler: Scheduler, planner: Planner, logs: Logs,
     poke: Callable[[str], None],
 ) -> web.Application:
-    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY,
+                          handler_args={"keepalive_timeout": IDLE_TIMEOUT_S})
     app[CONFIG] = config
     app[STORE] = store
     app[SCHEDULER] = scheduler
@@ -68,6 +80,9 @@ def create_app(
     app[LOGS] = logs
     app[POKE] = poke
     app[BACKGROUND] = set()
+    app[SESSIONS] = {}
+    app[THROTTLE] = Throttle()
+    app.on_startup.append(load_sessions)
     app.on_cleanup.append(_cancel_background)
     app.add_routes(api.routes)
     app.add_routes(hooks.routes)

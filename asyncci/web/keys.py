@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime
 
 from aiohttp import web
 
@@ -12,6 +13,7 @@ from ..logs import Logs
 from ..planner import Planner
 from ..scheduler import Scheduler
 from ..store import Store
+from .throttle import Throttle
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
@@ -22,3 +24,7 @@ LOGS = web.AppKey("logs", Logs)
 POKE: web.AppKey[Callable[[str], None]] = web.AppKey("poke")
 # Work accepted by a webhook and done after the answer; cancelled at shutdown.
 BACKGROUND: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("background")
+# Live login sessions, keyed hash → expiry: the store's, cached so that checking a
+# cookie on every request is a dict lookup.
+SESSIONS: web.AppKey[dict[str, datetime]] = web.AppKey("sessions")
+THROTTLE = web.AppKey("throttle", Throttle)

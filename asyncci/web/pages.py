@@ -17,12 +17,13 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
-from ..model import JobState, iso, utcnow
+from ..model import JobState, iso, redact_url, utcnow
 from ..planner import PlanError
 from .ansi import ansi_to_html
-from .api import (approve_build, artifacts_json, build_json, host_json, load_build, queue_json,
-                  tests_json)
-from .auth import COOKIE, SESSION_S, check_form, csrf_token, has_session, new_session, token_matches
+from .api import (QUEUE_MAX_OFFSET, QUEUE_PAGE, approve_build, artifacts_json, build_json,
+                  host_json, load_build, parse_count, queue_json, target_problem, tests_json)
+from .auth import (COOKIE, SESSION_S, attempted, check_form, csrf_token, end_session, has_session,
+                   may_read, start_session, throttled, token_matches)
 from .keys import CONFIG, LOGS, PLANNER, SCHEDULER, STORE
 
 routes = web.RouteTableDef()
@@ -59,14 +60,16 @@ TEMPLATES = jinja2.Environment(
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
-TEMPLATES.filters.update(ago=ago, ansi=lambda text: Markup(ansi_to_html(text)))
+TEMPLATES.filters.update(ago=ago, ansi=lambda text: Markup(ansi_to_html(text)), redact=redact_url)
 TEMPLATES.globals.update(duration=duration)
 
 
 def render(request: web.Request, name: str, **context: Any) -> web.Response:
+    """A page; its menu names the repos only to a reader who may read them."""
     config = request.app[CONFIG]
     html = TEMPLATES.get_template(name).render(
-        repos=[r.name for r in config.repos], logged_in=has_session(request),
+        repos=[r.name for r in config.repos] if may_read(request) else [],
+        logged_in=has_session(request),
         csrf=csrf_token(request), path=request.path_qs, **context)
     return web.Response(text=html, content_type="text/html")
 
@@ -91,7 +94,10 @@ async def dashboard(request: web.Request) -> web.Response:
 
 @routes.get("/queue")
 async def queue_page(request: web.Request) -> web.Response:
-    return render(request, "queue.html", waiting=await queue_json(request, 1000),
+    """A page of the queue: its first positions cost little however long it is."""
+    offset = parse_count(request.query.get("offset", ""), QUEUE_MAX_OFFSET) or 0
+    waiting = await queue_json(request, QUEUE_PAGE, offset)
+    return render(request, "queue.html", waiting=waiting, offset=offset, page=QUEUE_PAGE,
                   queued=len(request.app[SCHEDULER].queue))
 
 
@@ -127,8 +133,8 @@ async def build_page(request: web.Request) -> web.Response:
         report = await store.test_report(job["id"]) if done and spec.junit else None
         job["tests"] = report and tests_json(report)
         size = logs.size(job["id"])
-        end = int(request.query["before"]) if request.query.get("before", "").isdigit() else size
-        end = min(end, size)
+        before = parse_count(request.query.get("before", ""))
+        end = size if before is None else min(before, size)
         start = max(0, end - LOG_PAGE)
         data = logs.read(job["id"], start, end - start)
         if start > 0:  # begin at a whole line
@@ -166,14 +172,22 @@ async def login_form(request: web.Request) -> web.Response:
 
 @routes.post("/login")
 async def login(request: web.Request) -> web.Response:
+    """A client that gave too many wrong tokens is refused for a while, even the right one:
+    otherwise the pause would not slow a guesser down."""
     form = await request.post()
     target = _next(str(form.get("next", "/")))
-    if not token_matches(request, str(form.get("token", ""))):
+    if wait := throttled(request):
+        response = render(request, "login.html", next=target,
+                          error=f"Too many wrong tokens: try again in {wait} s.")
+        response.set_status(429)
+        response.headers["Retry-After"] = str(wait)
+        return response
+    if not attempted(request, token_matches(request, str(form.get("token", "")))):
         response = render(request, "login.html", error="That is not the token.", next=target)
         response.set_status(401)
         return response
     response = web.HTTPSeeOther(target)
-    response.set_cookie(COOKIE, new_session(request), max_age=SESSION_S, httponly=True,
+    response.set_cookie(COOKIE, await start_session(request), max_age=SESSION_S, httponly=True,
                         samesite="Strict", path="/",
                         secure=request.app[CONFIG].server.public_url.startswith("https:"))
     raise response
@@ -182,6 +196,7 @@ async def login(request: web.Request) -> web.Response:
 @routes.post("/logout")
 async def logout(request: web.Request) -> web.Response:
     await _form(request)
+    await end_session(request)
     response = web.HTTPSeeOther("/")
     response.del_cookie(COOKIE, path="/")
     raise response
@@ -231,8 +246,11 @@ async def trigger_form(request: web.Request) -> web.Response:
     repo = request.app[CONFIG].repo(request.match_info["repo"])
     if repo is None:
         raise web.HTTPNotFound(text="no such repo")
+    ref = form.get("ref") or None
+    if problem := target_problem(ref, None):
+        raise web.HTTPUnprocessableEntity(text=problem)
     try:
-        build = await request.app[PLANNER].manual(repo, form.get("ref") or None, None)
+        build = await request.app[PLANNER].manual(repo, ref, None)
     except PlanError as e:
         raise web.HTTPUnprocessableEntity(text=str(e)) from None
     raise web.HTTPSeeOther(f"/builds/{build.id}")
