@@ -112,6 +112,7 @@ def verdict(ended: Outcome | BaseException, stop: tuple[JobState, str] | None,
 class Running:
     run: JobRun
     host: Host
+    log: JobLog | None = None
     stop: tuple[JobState, str] | None = None  # set when asyncci itself stops the job
 
 
@@ -206,6 +207,15 @@ class Scheduler:
                          h.name in self._drained, len(self._free[h.name]),
                          self._host_configs[h.name].engine)
                 for h in self.hosts.values()]
+
+    def note(self, job_id: int) -> str | None:
+        """What a running job waits for, live: its host, away for a while."""
+        running = self._running.get(job_id)
+        if running is None or (away := running.host.offline_since) is None:
+            return None
+        until = away + timedelta(seconds=self._host_configs[running.host.name].grace)
+        return (f"host {running.host.name} lost at {away:%H:%M:%S} UTC;"
+                f" waiting until {until:%H:%M:%S} UTC for it")
 
     def shell_command(self, build: Build, job: Job) -> str | None:
         """How to open a shell in a job's workspace (SPEC §5), while its host is known."""
@@ -308,8 +318,8 @@ class Scheduler:
                 raise LookupError(f"repo {build.repo} is no longer configured")
             run = self._job_run(build, job, host, repo)
             running = self._running[job.id] = Running(run, host)
-            job_log = self._logs.open(job.id, [] if build.untrusted else
-                                      [s.value for s in repo.secrets])
+            job_log = running.log = self._logs.open(job.id, [] if build.untrusted else
+                                                    [s.value for s in repo.secrets])
             if not attach:
                 job_log.raw_offset = 0
                 job_log.note(_start_note(build, job, host, run))
@@ -393,6 +403,10 @@ class Scheduler:
         crash: the next start reattaches or re-queues it."""
         if decided.kill:
             self._owe(host.name, job.id, job.attempt, job.slot or 0)
+        if job_log is not None and decided.exit_code is None and decided.reason and not (
+                decided.state in (JobState.CANCELLED, JobState.FAILED)):
+            job_log.note(f"[asyncci] attempt {job.attempt} lost: {decided.reason}"
+                         + ("; it runs again" if decided.state is JobState.QUEUED else ""))
         final = False
         try:
             for pause in RECORD_RETRIES_S:
@@ -452,6 +466,8 @@ class Scheduler:
             return
         running.stop = (state, reason)
         log.info("job %d stopping: %s", job_id, reason)
+        if running.log is not None:
+            running.log.note(f"[asyncci] {reason}: stopping the job")
         self._chore(self._kill(running.host, running.run.job_id, running.run.attempt,
                                running.run.slot))
 

@@ -153,6 +153,9 @@ async def test_a_host_that_dies_mid_job_loses_nothing(
         assert (done["state"], job["host"], job["attempt"]) == ("passed", "b", 2)
         assert job["attempts"][0]["outcome"] == "requeued"
         assert "unreachable" in job["attempts"][0]["reason"]
+        log = await log_of(api, job_id)
+        assert "[asyncci] attempt 1 lost: host a unreachable" in log
+        assert "; it runs again" in log
         a.start()
         await online(api, "a")
 
@@ -227,6 +230,9 @@ async def test_cancel_and_timeout_kill_the_remote_process_group(
         assert (await api.build(cancelled["id"]))["state"] == "cancelled"
         done = await api.build(timed["id"])
         assert (done["state"], done["jobs"][0]["reason"]) == ("failed", "timed out after 2s")
+        for build, why in ((done, "timed out after 2s"), (cancelled, "cancelled by a user")):
+            log = await log_of(api, build["jobs"][0]["id"])
+            assert f"[asyncci] {why}: stopping the job" in log
     assert marker_processes(marker) == []
     assert processes_under(a.workdir) == []
 
@@ -272,12 +278,18 @@ async def test_a_host_back_within_grace_keeps_its_job(
         job_id = build["jobs"][0]["id"]
         await until(lambda: _contains(api, job_id, "start"), 20, "the job on a")
         pause(a)
-        await asyncio.sleep(8)  # the outage itself, not a wait for a state
+        async def noted() -> Any:
+            return (await api.get(f"/api/jobs/{job_id}"))["note"]
+        note = await until(noted, 10, "the job saying it waits for its host")
+        assert note.startswith("host a lost at ") and "; waiting until " in note
+        await asyncio.sleep(6)  # the rest of the outage, not a wait for a state
         a.start()
         done = await api.build(build["id"], timeout=30)
     job = done["jobs"][0]
     assert (done["state"], job["attempt"], job["host"]) == ("passed", 1, "a")
-    assert "end" in await _log_after(server, job_id)
+    log = await _log_after(server, job_id)
+    assert "end" in log and "[asyncci] host a lost at " in log
+    assert "[asyncci] host a is back: reattached" in log
 
 
 async def _log_after(server: Any, job_id: int) -> str:

@@ -15,6 +15,7 @@ import shutil
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -97,6 +98,7 @@ class Host(Protocol):
     state: HostState
     last_error: str | None
     latency_ms: float | None
+    offline_since: datetime | None  # when it stopped answering; None while it answers
 
     def watch(self, on_change: Callable[[], None]) -> None:
         """Call `on_change` whenever the host's state changes (the scheduler's wake-up)."""

@@ -12,6 +12,7 @@ import asyncio
 import os
 import shlex
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from ..config import HostConfig
@@ -33,6 +34,7 @@ class LocalHost:
         self.state = HostState.ONLINE
         self.last_error: str | None = None
         self.latency_ms: float | None = 0.0
+        self.offline_since: datetime | None = None  # it is this machine: never away
         self._config = config
         self._workdir = str(Path(config.workdir).absolute())
         self._on_change: Callable[[], None] = lambda: None

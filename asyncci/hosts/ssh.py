@@ -21,6 +21,7 @@ import shlex
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
 
@@ -28,7 +29,7 @@ import asyncssh
 
 from ..config import HostConfig
 from ..logs import JobLog
-from ..model import HostState
+from ..model import HostState, utcnow
 from .base import (FORGET, Collected, Entry, HostLost, JobRun, Outcome, capabilities,
                    collect_files, command, job_path, pump, workspace_path, wrapper_input)
 
@@ -82,6 +83,7 @@ class SSHHost:
         self.state = HostState.CONNECTING
         self.last_error: str | None = None
         self.latency_ms: float | None = None
+        self.offline_since: datetime | None = None
         self._config = config
         self._workdir = config.workdir
         self._conn: asyncssh.SSHClientConnection | None = None
@@ -97,6 +99,10 @@ class SSHHost:
             self.last_error = error
         if state is not self.state:
             log.info("host %s %s%s", self.name, state, f": {error}" if error else "")
+            if state is HostState.ONLINE:
+                self.offline_since = None
+            elif self.state is HostState.ONLINE:
+                self.offline_since = utcnow()
         self.state = state
         self._changed.set()
         self._changed = asyncio.Event()
@@ -186,9 +192,12 @@ class SSHHost:
 
     async def run(self, run: JobRun, log: JobLog, attach: bool) -> Outcome:
         deadline = time.monotonic() + self._config.grace
-        broken = 0
+        broken, lost = 0, False
         while True:
             conn = await self._online(deadline)
+            if lost:
+                log.note(f"[asyncci] host {self.name} is back: reattached")
+                lost = False
             try:
                 return await self._stream(conn, run, log, attach)
             except (OSError, asyncssh.Error, HostLost) as e:
@@ -196,6 +205,9 @@ class SSHHost:
                 attach = True
                 if conn.is_closed():
                     deadline = time.monotonic() + self._config.grace
+                    log.note(f"[asyncci] host {self.name} lost at {_clock()};"
+                             f" waiting until {_clock(self._config.grace)} for it")
+                    lost = True
                     continue
                 broken += 1
                 if broken > STREAM_RETRIES:
@@ -324,6 +336,10 @@ def _file_errors() -> Iterator[None]:
         raise
     except asyncssh.SFTPError as e:
         raise OSError(e.reason) from e
+
+
+def _clock(later_s: float = 0.0) -> str:
+    return f"{utcnow() + timedelta(seconds=later_s):%H:%M:%S} UTC"
 
 
 def _text(data: bytes | str | None) -> str:
