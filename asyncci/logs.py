@@ -8,6 +8,12 @@ resumes at that raw offset: nothing lost, nothing doubled. Past `max_bytes` the 
 a log is replaced by a marker; a reader holding an offset past the cut sees the file
 shrink (its offset then points into newer text). This module never knows about job
 states, hosts or HTTP, and never lets a secret reach a file, even split across chunks.
+
+`{id}.times` (the sidecar) says when the log's bytes arrived: fixed-size marks
+(logical offset, line ends before it, time), one per write when time moved on or many
+bytes came since the last. Offsets are logical (bytes ever written, cut ones included),
+so a cut never changes a mark; it only drops the marks of the bytes it removed and adds
+one where the kept tail begins, so that line numbers stay those of the whole log.
 """
 
 from __future__ import annotations
@@ -17,13 +23,18 @@ import base64
 import bisect
 import os
 import re
+import struct
+import time
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from itertools import islice
 from pathlib import Path
+from types import TracebackType
+from typing import NamedTuple, overload
 
-from asyncci.config import MIN_SECRET
+from .config import MIN_SECRET
 
 MASK = b"***"
 _META = "%020d %020d %020d\n"  # raw offset, file size, bytes cut: fixed width, one pwrite
@@ -33,10 +44,113 @@ _LINE_END = re.compile(rb"[\r\n]")
 _NOT_LINE_END = re.compile(rb"[^\r\n]")
 _LINE_ENDS = re.compile(rb"[\r\n]+")
 _PIECES = re.compile(rb"([^\r\n]+)([\r\n]*)")
+MARK = struct.Struct("<QQQ")  # logical offset, line ends before it, arrival in ms since the epoch
+TICK_MS = 100  # a new mark once time moved on this much: times to a tenth of a second...
+STRIDE = 1 << 18  # ...or once this many bytes came: a line number is never counted far
+READ_CHUNK = 1 << 20
 
 
 def _marker(cut: int) -> bytes:
     return b"\n[asyncci: %d bytes cut from the middle of this log]\n" % cut
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Mark(NamedTuple):
+    """The log's byte at logical `offset` follows `lines` line ends and arrived at `ms`
+    (since the epoch), as did every byte after it up to the next mark."""
+    offset: int
+    lines: int
+    ms: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the logical stream (every byte ever written) lies in the file: all of it, or
+    after a cut its head, a marker of `marker` bytes and its tail."""
+    head: int
+    cut: int = 0
+    marker: int = 0
+
+    @property
+    def tail(self) -> int:
+        """The file offset where the kept tail begins."""
+        return self.head + self.marker if self.cut else self.head
+
+    def to_file(self, offset: int) -> int:
+        """The file offset of logical `offset`; a byte that was cut maps to the tail."""
+        if not self.cut or offset < self.head:
+            return offset
+        return max(offset - self.cut, self.head) + self.marker
+
+    def to_logical(self, at: int) -> int:
+        """The logical offset of file offset `at`; the marker maps to the tail."""
+        if not self.cut or at < self.head:
+            return at
+        return max(at - self.marker, self.head) + self.cut
+
+
+def _layout(fd: int, head: int) -> Layout:
+    found = _MARKER.match(os.pread(fd, 80, head))
+    return Layout(head, int(found[1]), len(found[0])) if found else Layout(head)
+
+
+class Timeline(Sequence[Mark]):
+    """A log's sidecar, read by bisection: a page looks up a few marks, never all."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self._fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # a log from before sidecars, or a new one
+            self._fd, self._n = -1, 0
+        else:
+            self._n = os.fstat(self._fd).st_size // MARK.size  # a mark half-written is none
+
+    def __enter__(self) -> Timeline:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, index: int) -> Mark: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Mark]: ...
+
+    def __getitem__(self, index: int | slice) -> Mark | list[Mark]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._n)
+            if stop <= start:
+                return []
+            data = os.pread(self._fd, (stop - start) * MARK.size, start * MARK.size)
+            return [Mark(*m) for m in MARK.iter_unpack(data)][::step]
+        if not -self._n <= index < self._n:
+            raise IndexError(index)
+        return Mark(*MARK.unpack(os.pread(self._fd, MARK.size, (index % self._n) * MARK.size)))
+
+    def at(self, offset: int) -> Mark | None:
+        """The last mark at or before logical `offset`."""
+        i = bisect.bisect_right(self, offset, key=lambda m: m.offset)
+        return self[i - 1] if i else None
+
+    def before_line(self, lines: int) -> Mark | None:
+        """The last mark with fewer than `lines` line ends before it: the line that
+        follows the `lines`-th line end begins after it."""
+        i = bisect.bisect_left(self, lines, key=lambda m: m.lines)
+        return self[i - 1] if i else None
+
+    def between(self, start: int, end: int) -> list[Mark]:
+        """The marks at logical offsets from `start` to before `end`."""
+        return self[bisect.bisect_left(self, start, key=lambda m: m.offset):
+                    bisect.bisect_left(self, end, key=lambda m: m.offset)]
 
 
 def secret_forms(secret: str) -> set[bytes]:
@@ -164,7 +278,8 @@ class Masker:
 
     def _unfinished(self, data: bytes) -> tuple[int, int]:
         """The longest end of `data` whose bytes other than line ends are a proper prefix
-        of a key: its length, and how many of its bytes are no line ends."""
+        of a key: its length, and how many of its bytes are no line ends. A line that
+        ended is held too: base64 wraps a secret's encoding over lines."""
         tail = data[-self._reach:]
         text = _unwrap(tail)
         end = best = len(text)
@@ -188,9 +303,11 @@ class JobLog:
     def __init__(self, logs: Logs, job_id: int, secrets: Sequence[str]) -> None:
         self._logs, self.job_id = logs, job_id
         self._masker = Masker(secrets)
-        self._max = logs.max_bytes
+        self._max, self._clock = logs.max_bytes, logs.clock
         self._head, self._keep = self._max // 2, max(1, self._max // 4)
         self._journal = logs.directory / f"{job_id}.cut"
+        self._times_path = logs.times_path(job_id)
+        self._new_times = self._times_path.with_name(f"{job_id}.times.new")
         self._meta = os.open(logs.directory / f"{job_id}.offset", os.O_RDWR | os.O_CREAT, 0o600)
         self._fd = os.open(logs.path(job_id), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         self._open = True
@@ -200,13 +317,13 @@ class JobLog:
             self._replay_cut()
         else:  # a new log, or one kept from before: go on after what is there
             self._raw, self._size = 0, os.fstat(self._fd).st_size
-            found = _MARKER.match(os.pread(self._fd, 80, self._head))
-            self._cut = int(found[1]) if found else 0
+            self._cut = _layout(self._fd, self._head).cut
             # Saved before the first write: a crash between that write and its save must
             # find a state to cut the file back to, not take the written bytes as kept.
             os.pwrite(self._meta, (_META % (self._raw, self._size, self._cut)).encode(), 0)
         os.ftruncate(self._fd, self._size)  # what a crash wrote past the saved state goes
         self._newline = self._size == 0 or os.pread(self._fd, 1, self._size - 1) == b"\n"
+        self._times = self._resume_times()
 
     @property
     def raw_offset(self) -> int:
@@ -231,9 +348,15 @@ class JobLog:
         self._append(line if self._newline else b"\n" + line)
         self._save()
 
+    @property
+    def holding(self) -> bool:
+        """The masker holds back an end that may begin a secret."""
+        return self._masker.held > 0
+
     def settle(self) -> None:
-        """The host's stream ended for good: write what the masker held back, since no
-        more of a secret can follow it."""
+        """The host's stream ended, or went quiet: write what the masker held back. A
+        secret printed by accident comes in one burst; a line must not wait for more
+        output that may never come."""
         held = self._masker.held
         out = self._masker.flush()
         self._raw += held
@@ -252,12 +375,47 @@ class JobLog:
             self._open = False
             os.close(self._fd)
             os.close(self._meta)
+            os.close(self._times)
+
+    @property
+    def _layout(self) -> Layout:
+        return Layout(self._head, self._cut, len(_marker(self._cut))) if self._cut \
+            else Layout(self._head)
+
+    def _resume_times(self) -> int:
+        """Open the sidecar, dropping the marks of bytes past the saved state (they are
+        streamed again), and count on from its last mark."""
+        self._logical = self._layout.to_logical(self._size)
+        with Timeline(self._times_path) as timeline:
+            kept = bisect.bisect_left(timeline, self._logical, key=lambda m: m.offset)
+            self._last = timeline[kept - 1] if kept else None
+        fd = os.open(self._times_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.ftruncate(fd, kept * MARK.size)
+        start = self._layout.to_file(self._last.offset) if self._last else 0
+        self._lines = (self._last.lines if self._last else 0) + sum(
+            chunk.count(b"\n") for chunk in _chunks(self._fd, start, self._size))
+        return fd
+
+    def _stamp(self, data: bytes) -> None:
+        """Mark `data`'s arrival if time moved on or many bytes came since the last mark:
+        one fixed-size entry, written before the bytes it marks so that a crash leaves
+        none past the saved state that `_resume_times` would not drop."""
+        now = self._clock()
+        last = self._last
+        if last is None or now - last.ms >= TICK_MS or self._logical - last.offset >= STRIDE:
+            self._last = Mark(self._logical, self._lines, now)
+            os.write(self._times, MARK.pack(*self._last))
+        self._logical += len(data)
+        self._lines += data.count(b"\n")
 
     def _save(self) -> None:
         os.pwrite(self._meta, (_META % (self._raw, self._size, self._cut)).encode(), 0)
         self._logs._wake(self.job_id)
 
     def _append(self, data: bytes) -> None:
+        if not data:
+            return
+        self._stamp(data)
         if self._size + len(data) > self._max:
             if self._size < self._head:
                 fill = self._head - self._size
@@ -283,16 +441,29 @@ class JobLog:
             tail = os.pread(self._fd, need, self._size - need) + tail
         self._cut += after - self._keep
         end = _marker(self._cut) + tail
-        # The new end goes to a journal before the saved state names it, so a crash at any
-        # point leaves either the old state or one `_replay_cut` completes.
-        journal = os.open(self._journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(journal, end)
-        finally:
-            os.close(journal)
+        # The new end and the new sidecar are written before the saved state names the
+        # cut, so a crash at any point leaves either the old state or one `_replay_cut`
+        # completes.
+        _write_file(self._journal, end)
+        self._write_cut_times(self._logical - len(tail), self._lines - tail.count(b"\n"))
         self._size = self._head + len(end)
         self._save()
         self._rewrite_end(end)
+        os.close(self._times)
+        self._times = os.open(self._times_path, os.O_WRONLY | os.O_APPEND)
+
+    def _write_cut_times(self, tail: int, lines: int) -> None:
+        """The sidecar after a cut: the marks of the head and of the kept tail, and one
+        where the tail begins (with the line ends before it, which can no longer be
+        counted), in a new file that `_rewrite_end` puts in place."""
+        with Timeline(self._times_path) as timeline:
+            head = timeline[:bisect.bisect_left(timeline, self._head, key=lambda m: m.offset)]
+            later = timeline[bisect.bisect_right(timeline, tail, key=lambda m: m.offset):]
+            arrived = timeline.at(tail) or self._last
+        assert arrived is not None  # this write was marked
+        marks = [*head, Mark(tail, lines, arrived.ms), *later]
+        self._last = marks[-1]
+        _write_file(self._new_times, b"".join(MARK.pack(*m) for m in marks))
 
     def _replay_cut(self) -> None:
         try:
@@ -302,22 +473,43 @@ class JobLog:
         if self._cut and end.startswith(_marker(self._cut)) and self._head + len(end) == self._size:
             self._rewrite_end(end)  # the saved state already counts this cut
         else:
+            self._new_times.unlink(missing_ok=True)
             self._journal.unlink()
 
     def _rewrite_end(self, end: bytes) -> None:
         os.ftruncate(self._fd, self._head)
         os.write(self._fd, end)
         self._newline = end.endswith(b"\n")
+        if self._new_times.exists():
+            os.replace(self._new_times, self._times_path)
         os.unlink(self._journal)
 
 
-class Logs:
-    """Owns data_dir/logs: `{id}.log`, and while a job runs `{id}.offset` (and briefly
-    `{id}.cut`). Wakes waiters when a log grows or is closed."""
+def _write_file(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
+
+def _chunks(fd: int, start: int, end: int) -> Iterator[bytes]:
+    """The file's bytes from `start` to `end` (or its end), a bounded piece at a time."""
+    while start < end and (chunk := os.pread(fd, min(READ_CHUNK, end - start), start)):
+        yield chunk
+        start += len(chunk)
+
+
+class Logs:
+    """Owns data_dir/logs: `{id}.log` and its sidecar `{id}.times`, and while a job runs
+    `{id}.offset` (and briefly `{id}.cut` and `{id}.times.new`). Wakes waiters when a log
+    grows or is closed."""
+
+    def __init__(self, directory: Path, max_bytes: int,
+                 clock: Callable[[], int] = now_ms) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
+        self.clock = clock
         directory.mkdir(parents=True, exist_ok=True)
         self._events: dict[int, asyncio.Event] = {}
         self._waiters: Counter[int] = Counter()
@@ -325,6 +517,36 @@ class Logs:
 
     def path(self, job_id: int) -> Path:
         return self.directory / f"{job_id}.log"
+
+    def times_path(self, job_id: int) -> Path:
+        return self.directory / f"{job_id}.times"
+
+    def timeline(self, job_id: int) -> Timeline:
+        """The log's sidecar, to use in a `with` block."""
+        return Timeline(self.times_path(job_id))
+
+    def layout(self, job_id: int) -> Layout:
+        """Where the log's head, marker and tail are: read from the marker, if any."""
+        try:
+            fd = os.open(self.path(job_id), os.O_RDONLY)
+        except FileNotFoundError:
+            return Layout(self.max_bytes // 2)
+        try:
+            return _layout(fd, self.max_bytes // 2)
+        finally:
+            os.close(fd)
+
+    def chunks(self, job_id: int, start: int, end: int) -> Generator[bytes, None, None]:
+        """The log's bytes from `start` to `end` (or its end), read from one open file a
+        bounded piece at a time: a 50 MB log is never one string."""
+        try:
+            fd = os.open(self.path(job_id), os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            yield from _chunks(fd, start, end)
+        finally:
+            os.close(fd)
 
     def open(self, job_id: int, secrets: Sequence[str] = ()) -> JobLog:
         self._closed.pop(job_id, None)
@@ -345,7 +567,7 @@ class Logs:
             return b""
 
     def delete(self, job_id: int) -> None:
-        for suffix in ("log", "offset", "cut"):
+        for suffix in ("log", "offset", "cut", "times", "times.new"):
             (self.directory / f"{job_id}.{suffix}").unlink(missing_ok=True)
         self._closed.pop(job_id, None)
 

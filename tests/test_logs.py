@@ -1,4 +1,5 @@
-"""Job logs: masking across chunk borders, the size cap, crash consistency, waiting."""
+"""Job logs: masking across chunk borders, the size cap, crash consistency, waiting, and the
+sidecar of arrival times."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import asyncci
-from asyncci.logs import Logs, Masker, masking_pattern, secret_forms
+from asyncci.logs import MARK, STRIDE, TICK_MS, Logs, Mark, Masker, masking_pattern, secret_forms
 from tests.support.wait import until_sync
 
 SECRET = "hunter2-very-secret"
@@ -181,6 +182,24 @@ def check_capped(kept: bytes, stream: bytes, max_bytes: int) -> None:
     assert len(kept) <= max_bytes + len(marker[0])
 
 
+def check_times(logs: Logs, job_id: int, stream: bytes) -> list[Mark]:
+    """The sidecar tells the truth about the logical `stream` (everything written, cut or
+    not): its marks are in order, each counts the line ends before it, none marks a byte
+    that was cut or not written, and one marks where the kept tail begins."""
+    layout = logs.layout(job_id)
+    with logs.timeline(job_id) as timeline:
+        marks = timeline[:]
+    assert marks and marks[0].offset == 0
+    assert [m.offset for m in marks] == sorted({m.offset for m in marks})
+    assert [m.ms for m in marks] == sorted(m.ms for m in marks)
+    for mark in marks:
+        assert mark.offset < len(stream) and mark.lines == stream[:mark.offset].count(b"\n")
+        assert not layout.head <= mark.offset < layout.head + layout.cut
+    if layout.cut:
+        assert layout.head + layout.cut in {m.offset for m in marks}
+    return marks
+
+
 @pytest.mark.parametrize("largest", [1, 97, 3000, 50_000])
 def test_the_cap_keeps_head_and_tail_and_counts_the_cut(tmp_path: Path, largest: int) -> None:
     max_bytes, rng = 4000, random.Random(largest)
@@ -194,7 +213,8 @@ def test_the_cap_keeps_head_and_tail_and_counts_the_cut(tmp_path: Path, largest:
     kept = logs.read(1, 0)
     check_capped(kept, stream, max_bytes)
     assert kept.endswith(stream[-max_bytes // 4:])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["1.log"]
+    check_times(logs, 1, stream)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1.log", "1.times"]
 
 
 def test_reopening_after_a_crash_neither_loses_nor_doubles(tmp_path: Path) -> None:
@@ -213,6 +233,7 @@ def test_reopening_after_a_crash_neither_loses_nor_doubles(tmp_path: Path) -> No
     again.write(stream[again.raw_offset:])
     again.finish()
     assert logs.read(5, 0) == mask_whole([SECRET], stream)
+    check_times(logs, 5, mask_whole([SECRET], stream))
 
 
 class Crash(Exception):
@@ -222,7 +243,7 @@ class Crash(Exception):
 def crash_at(monkeypatch: pytest.MonkeyPatch, when: int) -> list[int]:
     """Make the `when`-th file change from now raise Crash; count them all."""
     calls = [0]
-    for name in ("write", "pwrite", "ftruncate", "unlink"):
+    for name in ("write", "pwrite", "ftruncate", "unlink", "replace"):
         real = getattr(os, name)
 
         def change(*args: Any, _real: Any = real) -> Any:
@@ -244,7 +265,7 @@ def test_a_crash_at_any_step_of_a_cut_leaves_a_consistent_log(
 
     def run(directory: Path, crash: int | None) -> bool:
         """Write all parts; crash during the part that makes the 2nd cut. Did it crash?"""
-        logs = Logs(directory, max_bytes)
+        logs = Logs(directory, max_bytes, clock=iter(range(0, 10**9, 30)).__next__)
         log, cuts, crashed = logs.open(1), 0, False
         for part in parts:
             grows = logs.size(1) + len(part) > max_bytes
@@ -261,6 +282,7 @@ def test_a_crash_at_any_step_of_a_cut_leaves_a_consistent_log(
                     done = stream[: log.raw_offset]
                     kept = logs.read(1, 0)
                     check_capped(kept, done, max_bytes)
+                    check_times(logs, 1, done)
                     assert log.raw_offset in (len(b"".join(parts[:parts.index(part)])),
                                               len(b"".join(parts[:parts.index(part) + 1])))
                     log.write(stream[log.raw_offset:])
@@ -270,6 +292,7 @@ def test_a_crash_at_any_step_of_a_cut_leaves_a_consistent_log(
                 log.write(part)
         log.finish()
         check_capped(logs.read(1, 0), stream, max_bytes)
+        check_times(logs, 1, stream)
         return crashed
 
     when = 1
@@ -320,9 +343,11 @@ def test_sigkill_while_writing_leaves_a_log_that_resumes_exactly(tmp_path: Path,
     logs = Logs(tmp_path / "logs", 20_000)
     log = logs.open(1, [SECRET])
     check_capped(logs.read(1, 0), mask_whole([SECRET], stream[: log.raw_offset]), 20_000)
+    check_times(logs, 1, mask_whole([SECRET], stream[: log.raw_offset]))
     log.write(stream[log.raw_offset:])
     log.finish()
     check_capped(logs.read(1, 0), mask_whole([SECRET], stream), 20_000)
+    check_times(logs, 1, mask_whole([SECRET], stream))
 
 
 def test_notes_reads_and_offsets(tmp_path: Path) -> None:
@@ -366,3 +391,43 @@ async def test_wait_returns_on_write_on_close_and_on_timeout(tmp_path: Path) -> 
     assert logs.is_closed(3)
     await asyncio.wait_for(logs.wait(3, 100, 10), 2)  # closed: no waiting at all
     assert not logs._events and not logs._waiters  # nothing kept per job
+
+
+def test_the_sidecar_marks_a_write_when_time_moved_on_or_many_bytes_came(tmp_path: Path) -> None:
+    now = [1_000_000]
+    logs = Logs(tmp_path, max_bytes=10**8, clock=lambda: now[0])
+    log = logs.open(4)
+    log.note("[asyncci] attempt 1")  # 20 bytes
+    now[0] += TICK_MS - 1
+    log.write(b"same tick\n")  # too soon for a mark of its own
+    now[0] += 1
+    log.write(b"")  # nothing arrived: nothing to mark
+    log.write(b"next tick\nand a half")
+    log.write(b"x" * STRIDE)  # many bytes, no time: marked all the same
+    log.write(b" line\n")
+    log.finish()
+    with logs.timeline(4) as timeline:
+        assert timeline[:] == [Mark(0, 0, 1_000_000), Mark(30, 2, 1_000_100),
+                               Mark(30 + 20 + STRIDE, 3, 1_000_100)]
+        assert timeline.at(29) == timeline[0] and timeline.at(30) == timeline[1]
+        assert timeline.before_line(2) == timeline[0] and timeline.before_line(3) == timeline[1]
+        assert timeline.between(1, 31) == [timeline[1]] and len(timeline) == 3
+    assert logs.times_path(4).stat().st_size == 3 * MARK.size
+    logs.delete(4)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_marks_past_the_saved_state_are_dropped_at_reopening(tmp_path: Path) -> None:
+    clock = iter(range(0, 10**9, TICK_MS))
+    logs = Logs(tmp_path, max_bytes=10**6, clock=clock.__next__)
+    log = logs.open(6)
+    for i in range(5):
+        log.write(b"line %d\n" % i)
+    with open(logs.times_path(6), "ab") as f:  # a mark whose bytes the crash lost...
+        f.write(MARK.pack(35, 5, 10**6) + b"half")  # ...and half of one
+    log.close()
+    again = logs.open(6)
+    again.write(b"line 5\n")
+    again.finish()
+    assert check_times(logs, 6, b"".join(b"line %d\n" % i for i in range(6)))[-1] == \
+        Mark(35, 5, 5 * TICK_MS)
