@@ -191,6 +191,19 @@ class RepoConfig:
     network: bool = True  # false: confined jobs get no network
     fork_pull_requests: str = "build"  # "build" | "approve" | "ignore"
 
+    def redact(self, text: str) -> str:
+        return redact_credentials(text, self.url)
+
+
+def redact_credentials(text: str, url: str) -> str:
+    """`text` with the credentials `url` holds (`https://bot:TOKEN@host/x.git`) replaced by
+    `***` wherever git quoted them, with or without the scheme; a bare user of an SSH URL
+    (`ssh://git@host`) is no secret and stays."""
+    userinfo = url.partition("://")[2].partition("/")[0].rpartition("@")[0]
+    if not userinfo or ":" not in userinfo and not url.startswith(("http://", "https://")):
+        return text
+    return text.replace(userinfo + "@", "***@")
+
 
 @dataclass(frozen=True)
 class Config:

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import redact_credentials
+
 SHA_RE = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
 _GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",  # never wait for a password nobody will type
@@ -58,15 +60,8 @@ async def git(*args: str, cwd: Path | None = None, timeout: float = 300,
         # git's own "fatal:"/"error:" lines say what is wrong; hints around them don't.
         message = [x for x in lines if x.startswith(("fatal:", "error:"))][:2] or lines[-3:]
         text = " ".join(message) or f"exit {proc.returncode}"
-        raise GitError(f"git {args[0]}: " + (_redact(text, url) if url else text))
+        raise GitError(f"git {args[0]}: " + (redact_credentials(text, url) if url else text))
     return out
-
-
-def _redact(text: str, url: str) -> str:
-    """`text` without the user and password `url` holds (wherever git quoted it): error
-    messages are shown on pages and in the API."""
-    userinfo = url.partition("://")[2].partition("/")[0].rpartition("@")[0]
-    return text.replace(userinfo, "***") if userinfo else text
 
 
 @dataclass(frozen=True)
@@ -87,8 +82,13 @@ class Mirror:
         self._commits: dict[str, Commit] = {}
 
     async def ls_remote(self) -> dict[str, str]:
-        """Branch heads of the remote: {"refs/heads/main": sha}."""
-        out = await git("ls-remote", "--heads", "--", "origin", timeout=120, url=self.url)
+        """Branch heads of the remote: {"refs/heads/main": sha}. Run in the mirror, whose
+        config names no remote: anywhere else, an `origin` of the repository git finds
+        around its working directory would come before the one it is given."""
+        async with self._lock:
+            await self._init()
+        out = await git("ls-remote", "--heads", "--", "origin", cwd=self.path, timeout=120,
+                        url=self.url)
         heads = {}
         for line in out.decode(errors="replace").splitlines():
             sha, _, ref = line.partition("\t")
@@ -100,11 +100,14 @@ class Mirror:
         """Fetch branches (or the given refs) into the mirror; serialised per mirror."""
         specs = [f"+{ref}:{ref}" for ref in refs] or ["+refs/heads/*:refs/heads/*"]
         async with self._lock:
-            if not (self.path / "HEAD").exists():
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                await git("init", "--quiet", "--bare", "--", str(self.path))
+            await self._init()
             await git("fetch", "--quiet", "--no-tags", "--prune", "--", "origin", *specs,
                       cwd=self.path, url=self.url)
+
+    async def _init(self) -> None:
+        if not (self.path / "HEAD").exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            await git("init", "--quiet", "--bare", "--", str(self.path))
 
     async def has(self, sha: str) -> bool:
         if sha in self._commits:
@@ -120,7 +123,8 @@ class Mirror:
         if not await self.has(sha):
             await self.fetch(*([ref] if ref else []))
             if not await self.has(sha):
-                raise GitError(_redact(f"commit {sha} not found in {self.url}", self.url))
+                raise GitError(redact_credentials(f"commit {sha} not found in {self.url}",
+                                                  self.url))
 
     async def commit(self, sha: str) -> Commit:
         if (known := self._commits.get(sha)) is not None:

@@ -177,6 +177,7 @@ class Build:
     approval: Approval | None = None  # None: needs none
     error: str | None = None  # why the build could not be planned
     base_ref: str | None = None  # the branch its test results are compared with
+    rebuild_of: int | None = None  # the build this one repeats (all of it or some jobs)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     jobs: list[Job] = field(default_factory=list)
@@ -208,6 +209,8 @@ class TestResult:
     name: str
     outcome: TestOutcome
     message: str = ""
+    # Seconds, from the report's `time`: a measurement, not part of what the test is.
+    duration: float = field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ it tells the scheduler through callbacks that `server.py` passes in.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -79,6 +79,7 @@ class Planner:
         specs: Sequence[JobSpec] | None = None,
         base_ref: str | None = None,
         claim_key: str | None = None,
+        rebuild_of: int | None = None,
     ) -> Enqueued:
         """Plan a build of `commit`; `key` None always makes a new one (manual builds).
         `base_ref` (a pull request's target) defaults to the default branch for other
@@ -106,7 +107,7 @@ class Planner:
             specs = [replace(s, timeout=min(s.timeout or cap, cap)) for s in specs]
         request = BuildRequest(
             repo=repo.name, ref=ref, sha=commit.sha, event=event, trigger_key=key,
-            claim_key=claim_key, pr=pr,
+            claim_key=claim_key, rebuild_of=rebuild_of, pr=pr,
             message=commit.message, author=commit.author, fork=fork, untrusted=untrusted,
             approval=approval,
             github=repo.github if self._config.github else None,
@@ -201,19 +202,24 @@ class Planner:
         except GitError as e:
             raise PlanError(f"unknown ref {ref!r}: {e}") from e
 
-    async def rebuild(self, build: Build) -> Build:
-        """A new manual build of the same commit with the pipeline stored with the old one."""
+    async def rebuild(self, build: Build, jobs: Collection[str] | None = None) -> Build:
+        """A new manual build of the same commit with the pipeline stored with the old one:
+        all of it, or only its jobs named in `jobs` (the failed ones, or one to retry)."""
         repo = self._config.repo(build.repo)
         if repo is None:
             raise PlanError(f"repo {build.repo} is no longer configured")
         # A build that could not be planned stored no jobs: plan it again (the config, or
-        # whatever made planning fail, may have changed since).
+        # whatever made planning fail, may have changed since), whichever jobs were asked.
         specs = await self._store.build_pipeline(build.id) or None
+        if specs is not None and jobs is not None:
+            specs = [s for s in specs if s.name in jobs]
+            if not specs:
+                raise PlanError(f"build {build.id} has no job named {', '.join(sorted(jobs))}")
         commit = Commit(build.sha, build.message, build.author)
         untrusted = build.untrusted or await self._untrusted(repo, build.ref, build.sha)
         return (await self.request(repo, build.ref, commit, Event.MANUAL, None, pr=build.pr,
                                    fork=build.fork, untrusted=untrusted, specs=specs,
-                                   base_ref=build.base_ref)).build
+                                   base_ref=build.base_ref, rebuild_of=build.id)).build
 
     async def branch_build(
         self, repo: RepoConfig, ref: str, commit: Commit, event: Event = Event.POLL

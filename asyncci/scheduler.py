@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Coroutine, Iterable
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -32,7 +32,9 @@ NOTHING = Collected([], [], [])  # what an attempt that ran no script leaves
 # How far down the queue a new job's first status looks for its position (~1 ms).
 WALK_BOUND = 1000
 KILLS_AT_ONCE = 16  # owed kills sent concurrently, over all hosts
-RECORD_RETRIES_S = (0.5, 2.0, 0.0)  # pauses between tries to record an outcome; 0: last
+RECORD_RETRY_S, RECORD_RETRY_MAX_S = 0.5, 30.0  # pauses between tries to record an outcome
+KILL_RETRY_S = 5.0  # a kill the host refused is tried again after this
+SHUTDOWN_WAIT_S = 5.0
 
 
 def job_env(build: Build, job: Job, host: HostConfig, repo: RepoConfig) -> dict[str, str]:
@@ -103,7 +105,7 @@ def verdict(ended: Outcome | BaseException, stop: tuple[JobState, str] | None,
     elif isinstance(ended, HostLost):
         reason = str(ended)
     else:
-        reason = f"asyncci could not run it: {type(ended).__name__}: {ended}"
+        reason = _failure(ended)
     state = JobState.QUEUED if attempt <= retries else JobState.ERRORED
     return Verdict(state, reason, kill=not never_ran)
 
@@ -137,6 +139,7 @@ class Scheduler:
         self._owed: dict[str, dict[tuple[int, int], int]] = {n: {} for n in self.hosts}
         self._withheld: dict[str, set[int]] = {n: set() for n in self.hosts}
         self._killing: set[tuple[int, int]] = set()
+        self._kill_after: dict[tuple[int, int], float] = {}  # a refused kill's next try
         self._kill_slots = asyncio.Semaphore(KILLS_AT_ONCE)
         self._tasks: set[asyncio.Task[None]] = set()  # jobs being streamed
         self._chores: set[asyncio.Task[None]] = set()  # kills, outcomes and statuses in flight
@@ -202,6 +205,13 @@ class Scheduler:
         """A page of the queue in pick order, with each job's position and reason."""
         return self.queue.explain(self._views(), offset, limit)
 
+    def places(self, job_ids: Collection[int]) -> dict[int, tuple[str, str]]:
+        """(position, reason) of each of these queued jobs, from one walk of at most
+        WALK_BOUND positions: a job further back is `1000+`."""
+        return {job_id: (str(w.position), w.reason) if isinstance(w, Waiting)
+                else (f"{WALK_BOUND}+", w)
+                for job_id, w in self.queue.positions(job_ids, self._views(), WALK_BOUND).items()}
+
     def _views(self) -> list[HostView]:
         return [HostView(h.name, h.labels | h.capabilities, h.state is HostState.ONLINE,
                          h.name in self._drained, len(self._free[h.name]),
@@ -237,6 +247,9 @@ class Scheduler:
         reattached = 0
         for active in await self._store.active_jobs():
             job, build = active.job, active.build
+            if job.state is JobState.QUEUED and job.cancel_requested:
+                await self._store.drop_cancelled(job.id)
+                continue
             if job.state is JobState.QUEUED:  # its status was told before the restart
                 self._push(job.id, build, job, tell=False)
                 continue
@@ -271,11 +284,20 @@ class Scheduler:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            # Outcomes being written, and kills that were sent, finish before the store
-            # closes.
-            pending = self._records | self._chores
-            if pending:
-                await asyncio.wait(pending, timeout=5)
+            await self._settle(SHUTDOWN_WAIT_S)
+
+    async def _settle(self, seconds: float) -> None:
+        """Let outcomes being written, and kills that were sent, finish before the store
+        closes (what they start meanwhile too); cancel what is left after `seconds`."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while pending := self._records | self._chores:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                return
+            await asyncio.wait(pending, timeout=left)
 
     async def _fill(self) -> None:
         for host in self.hosts.values():
@@ -308,38 +330,16 @@ class Scheduler:
         wrong on the way, the attempt ends in a recorded state and its slot is released;
         only a shutdown (cancellation) leaves it running, for the next start to reattach."""
         job, build = active.job, active.build
-        job_log: JobLog | None = None
-        kept = NOTHING
-        running: Running | None = None
-        ended: Outcome | BaseException
         try:
-            repo = self._repos.get(build.repo)
-            if repo is None:
-                raise LookupError(f"repo {build.repo} is no longer configured")
-            run = self._job_run(build, job, host, repo)
-            running = self._running[job.id] = Running(run, host)
-            job_log = running.log = self._logs.open(job.id, [] if build.untrusted else
-                                                    [s.value for s in repo.secrets])
-            if not attach:
-                job_log.raw_offset = 0
-                job_log.note(_start_note(build, job, host, run))
-            # A cancel (or a restart's pending one) that came before the job was listening.
-            if (reason := await self._store.cancel_reason(job.id)) is not None:
-                self._stop(job.id, JobState.CANCELLED, reason)
-            ended = await self._attempt(host, run, job_log, job, attach)
-            if isinstance(ended, Outcome) and ended.exit_code is not None:
-                kept = await self._collect(host, run, job_log)
+            ended, kept = await self._attempt(active, host, attach)
         except asyncio.CancelledError:
-            if job_log is not None:
-                job_log.close()
-            self._running.pop(job.id, None)
+            if (gone := self._running.pop(job.id, None)) is not None and gone.log is not None:
+                gone.log.close()
             raise
-        except Exception as e:  # noqa: BLE001 -- a full disk, a broken store: still recorded
-            log.exception("job %d attempt %d: asyncci failed to run it", job.id, job.attempt)
-            ended = e
-        stop = running.stop if running is not None else None
-        retries = self._repos[build.repo].retries if build.repo in self._repos else 0
-        decided = verdict(ended, stop, job.attempt, retries)
+        running = self._running.get(job.id)
+        stop, job_log = (running.stop, running.log) if running else (None, None)
+        repo = self._repos.get(build.repo)
+        decided = verdict(ended, stop, job.attempt, repo.retries if repo else 0)
         # The outcome must reach the store even if shutdown begins right now; run() waits
         # for it.
         record = asyncio.ensure_future(self._record(build, job, host, decided, kept, job_log))
@@ -351,6 +351,35 @@ class Scheduler:
             self._running.pop(job.id, None)
         self._release(host, job.slot or 0, build.repo)
 
+    async def _attempt(self, active: ActiveJob, host: Host, attach: bool
+                       ) -> tuple[Outcome | BaseException, Collected]:
+        """How the attempt ended, and what it left. An error of asyncci's own before the
+        host was asked to run it means it never ran; after, it may run on there."""
+        job, build = active.job, active.build
+        asked = False
+        try:
+            repo = self._repos.get(build.repo)
+            if repo is None:
+                raise LookupError(f"repo {build.repo} is no longer configured")
+            run = self._job_run(build, job, host, repo)
+            running = self._running[job.id] = Running(run, host)
+            job_log = running.log = self._logs.open(job.id, [] if build.untrusted else
+                                                    [s.value for s in repo.secrets])
+            if not attach:
+                job_log.raw_offset = 0
+                _note(job_log, _start_note(build, job, host, run))
+            # A cancel (or a restart's pending one) that came before the job was listening.
+            if (reason := await self._store.cancel_reason(job.id)) is not None:
+                self._stop(job.id, JobState.CANCELLED, reason)
+            asked = True
+            ended = await self._run(host, run, job_log, job, attach)
+        except Exception as e:  # noqa: BLE001 -- a full disk, a broken store: still recorded
+            log.exception("job %d attempt %d: asyncci failed to run it", job.id, job.attempt)
+            return (e if asked else Outcome(None, _failure(e))), NOTHING
+        if isinstance(ended, Outcome) and ended.exit_code is not None:
+            return ended, await self._collect(host, run, job_log)
+        return ended, NOTHING
+
     def _job_run(self, build: Build, job: Job, host: Host, repo: RepoConfig) -> JobRun:
         return JobRun(job.id, job.attempt, build.repo, repo.url, build.sha, build.ref,
                       job.slot or 0, job.spec.script,
@@ -359,8 +388,8 @@ class Scheduler:
                       Confinement.of(job.spec, build.untrusted), job.spec.image,
                       job.spec.network)
 
-    async def _attempt(self, host: Host, run: JobRun, job_log: JobLog, job: Job,
-                       attach: bool) -> Outcome | HostLost:
+    async def _run(self, host: Host, run: JobRun, job_log: JobLog, job: Job,
+                   attach: bool) -> Outcome | HostLost:
         """Run (or reattach to) the attempt under its timeout."""
         timer = None
         if job.spec.timeout:
@@ -388,44 +417,47 @@ class Scheduler:
         except Exception as e:  # noqa: BLE001 -- whatever goes wrong, the job must be recorded
             if not isinstance(e, HostLost):
                 log.exception("job %d: collecting its files failed", run.job_id)
-            job_log.note(f"[asyncci] artifacts and test results could not be fetched: {e}")
+            _note(job_log, f"[asyncci] artifacts and test results could not be fetched: {e}")
             return NOTHING
         for error in kept.errors:
-            job_log.note(f"[asyncci] {error}")
-        job_log.note(f"[asyncci] kept {counted(len(kept.artifacts), 'artifact')},"
-                     f" {counted(len(kept.tests), 'test result')}")
+            _note(job_log, f"[asyncci] {error}")
+        _note(job_log, f"[asyncci] kept {counted(len(kept.artifacts), 'artifact')},"
+                       f" {counted(len(kept.tests), 'test result')}")
         return kept
 
     async def _record(self, build: Build, job: Job, host: Host, decided: Verdict,
                       kept: Collected, job_log: JobLog | None) -> None:
-        """Write the verdict, trying again while the store refuses (a locked or full
-        disk clears up); if it never takes it, the job is left running there, as after a
-        crash: the next start reattaches or re-queues it."""
+        """Write the verdict, trying again for as long as the store refuses (a locked or
+        full disk clears up): the slot is not handed on before the store knows."""
+        if decided.reason and (repo := self._repos.get(build.repo)) is not None:
+            # git quotes the repo's URL in its errors: its token stays out of reasons.
+            decided = replace(decided, reason=repo.redact(decided.reason))
         if decided.kill:
             self._owe(host.name, job.id, job.attempt, job.slot or 0)
-        if job_log is not None and decided.exit_code is None and decided.reason and not (
-                decided.state in (JobState.CANCELLED, JobState.FAILED)):
-            job_log.note(f"[asyncci] attempt {job.attempt} lost: {decided.reason}"
-                         + ("; it runs again" if decided.state is JobState.QUEUED else ""))
-        final = False
-        try:
-            for pause in RECORD_RETRIES_S:
-                try:
-                    final = await self._write(build, job, decided, kept)
-                    break
-                except Exception:  # noqa: BLE001 -- whatever the store says, try again
-                    log.exception("job %d attempt %d: outcome not recorded%s", job.id,
-                                  job.attempt, f"; trying again in {pause:g}s" if pause else "")
-                    await asyncio.sleep(pause)
-        finally:
-            if job_log is not None:
+        if decided.exit_code is None and decided.reason and decided.state not in (
+                JobState.CANCELLED, JobState.FAILED):
+            _note(job_log, f"[asyncci] attempt {job.attempt} lost: {decided.reason}"
+                           + ("; it runs again" if decided.state is JobState.QUEUED else ""))
+        pause = RECORD_RETRY_S
+        while True:
+            try:
+                final = await self._write(build, job, decided, kept)
+                break
+            except Exception:  # noqa: BLE001 -- whatever the store says, try again
+                log.exception("job %d attempt %d: outcome not recorded; trying again in %gs",
+                              job.id, job.attempt, pause)
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, RECORD_RETRY_MAX_S)
+        if job_log is not None:
+            try:
                 job_log.finish() if final else job_log.close()
+            except OSError:
+                log.exception("job %d: its log could not be completed", job.id)
 
     async def _write(self, build: Build, job: Job, decided: Verdict, kept: Collected) -> bool:
         """True when the job is finished."""
         if decided.state is JobState.QUEUED:
-            await self._requeue(build, job, decided)
-            return False
+            return await self._requeue(build, job, decided) is not JobState.QUEUED
         final = await self._store.finish_job(
             job.id, job.attempt, decided.state, decided.exit_code, decided.reason,
             kept.artifacts, kept.tests, kill_owed=decided.kill)
@@ -434,7 +466,7 @@ class Scheduler:
                  f" reason={decided.reason!r}" if decided.reason else "")
         return final
 
-    async def _requeue(self, build: Build, job: Job, decided: Verdict) -> None:
+    async def _requeue(self, build: Build, job: Job, decided: Verdict) -> JobState | None:
         reason = decided.reason or "re-queued"
         state = await self._store.requeue_job(job.id, job.attempt, reason, decided.kill)
         log.warning("job %d attempt %d lost repo=%s build=%d: %s; %s", job.id, job.attempt,
@@ -442,6 +474,7 @@ class Scheduler:
                     "re-queued" if state is JobState.QUEUED else f"now {state}")
         if state is JobState.QUEUED:
             self._push(job.id, build, job)
+        return state
 
     def _release(self, host: Host, slot: int, repo: str) -> None:
         if any(s == slot for s in self._owed[host.name].values()):
@@ -466,8 +499,7 @@ class Scheduler:
             return
         running.stop = (state, reason)
         log.info("job %d stopping: %s", job_id, reason)
-        if running.log is not None:
-            running.log.note(f"[asyncci] {reason}: stopping the job")
+        _note(running.log, f"[asyncci] {reason}: stopping the job")
         self._chore(self._kill(running.host, running.run.job_id, running.run.attempt,
                                running.run.slot))
 
@@ -478,35 +510,50 @@ class Scheduler:
     def _pay_kills(self, host: Host) -> None:
         """Send every kill owed to an online host that is not on its way already."""
         for (job_id, attempt), slot in list(self._owed[host.name].items()):
-            if (job_id, attempt) not in self._killing:
-                self._chore(self._kill(host, job_id, attempt, slot))
+            key = (job_id, attempt)
+            if key not in self._killing and self._kill_after.get(key, 0) <= _now():
+                self._chore(self._kill(host, job_id, attempt, slot, reap=True))
 
-    async def _kill(self, host: Host, job_id: int, attempt: int, slot: int) -> None:
-        """Stop an attempt on its host. One that does not get through is owed, in the
-        store, until the host is back (after a restart too)."""
+    async def _kill(self, host: Host, job_id: int, attempt: int, slot: int,
+                    reap: bool = False) -> None:
+        """Stop an attempt on its host (with `reap`, wait until it is gone). One that does
+        not get through is owed, in the store, until the host takes it (after a restart
+        too); its slot is handed on only then."""
         key = (job_id, attempt)
         self._killing.add(key)
         try:
             async with self._kill_slots:
-                await host.kill(JobRun(job_id, attempt, "", "", "", "", slot, ""))
-        except Exception as e:  # noqa: BLE001 -- an owed kill is retried, whatever failed
-            log.warning("job %d attempt %d: kill not sent to %s: %s", job_id, attempt,
+                await host.kill(JobRun(job_id, attempt, "", "", "", "", slot, ""), reap)
+        except Exception as e:  # noqa: BLE001 -- an owed kill is tried again, whatever failed
+            log.warning("job %d attempt %d: kill not done on %s: %s", job_id, attempt,
                         host.name, e)
             if key not in self._owed[host.name]:
-                await self._store.owe_kill(job_id, attempt)
                 self._owe(host.name, job_id, attempt, slot)
+                await self._quietly(self._store.owe_kill(job_id, attempt))
+            self._kill_after[key] = _now() + KILL_RETRY_S
+            asyncio.get_running_loop().call_later(KILL_RETRY_S, self.wake)
             return
         finally:
             self._killing.discard(key)
-        if self._owed[host.name].pop(key, None) is not None:
-            await self._store.owe_kill(job_id, attempt, False)
-            log.info("job %d attempt %d killed on %s", job_id, attempt, host.name)
-            withheld = self._withheld[host.name]
-            if slot in withheld and slot not in self._owed[host.name].values():
-                withheld.discard(slot)
-                self._free[host.name].append(slot)
-                self._free[host.name].sort()
-                self.wake()
+        self._kill_after.pop(key, None)
+        if self._owed[host.name].pop(key, None) is None:
+            return
+        log.info("job %d attempt %d killed on %s", job_id, attempt, host.name)
+        withheld = self._withheld[host.name]
+        if slot in withheld and slot not in self._owed[host.name].values():
+            withheld.discard(slot)
+            self._free[host.name].append(slot)
+            self._free[host.name].sort()
+            self.wake()
+        # Should this fail, the kill is sent again after a restart: harmless.
+        await self._quietly(self._store.owe_kill(job_id, attempt, False))
+
+    @staticmethod
+    async def _quietly(write: Coroutine[Any, Any, None]) -> None:
+        try:
+            await write
+        except Exception:  # noqa: BLE001 -- a record of a kill only saves work after a restart
+            log.exception("a kill's record was not written")
 
     def _chore(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -533,11 +580,27 @@ class Scheduler:
         the queue for every job queued in the same turn of the loop."""
         await asyncio.sleep(0)
         untold, self._untold = self._untold, set()
-        found = self.queue.positions(untold, self._views(), WALK_BOUND)
         await self._store.set_wait_details({
-            job_id: (f"position {w.position}, {w.reason}" if isinstance(w, Waiting)
-                     else f"position {WALK_BOUND}+, {w}")
-            for job_id, w in found.items()})
+            job_id: f"position {position}, {reason}"
+            for job_id, (position, reason) in self.places(untold).items()})
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def _failure(error: BaseException) -> str:
+    return f"asyncci could not run it: {type(error).__name__}: {error}"
+
+
+def _note(job_log: JobLog | None, text: str) -> None:
+    """A line of asyncci's in a job's log; a log that cannot take it changes no verdict."""
+    if job_log is None:
+        return
+    try:
+        job_log.note(text)
+    except OSError as e:
+        log.warning("job %d: a note was not written to its log: %s", job_log.job_id, e)
 
 
 def _start_note(build: Build, job: Job, host: Host, run: JobRun) -> str:

@@ -22,7 +22,7 @@ import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -147,7 +147,22 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox ADD COLUMN detail TEXT;
     CREATE TABLE sessions (key TEXT PRIMARY KEY, expires_at TEXT NOT NULL);
     """,
+    # The build page and the lists people browse: which build a rebuild repeats, how long
+    # each test took, and indexes that keep the ETA, the filtered lists and the tests page
+    # to a few index pages at 100k builds instead of a scan.
+    """
+    ALTER TABLE builds ADD COLUMN rebuild_of INTEGER REFERENCES builds (id);
+    CREATE INDEX builds_rebuilds ON builds (rebuild_of) WHERE rebuild_of IS NOT NULL;
+    CREATE INDEX builds_passed ON builds (repo, ref, id) WHERE state = 'passed';
+    CREATE INDEX builds_event ON builds (event, id);
+    CREATE INDEX builds_ref ON builds (ref, id);
+    ALTER TABLE tests ADD COLUMN duration REAL NOT NULL DEFAULT 0;
+    CREATE INDEX tests_failing ON tests (job_id) WHERE outcome IN ('failed', 'errored');
+    CREATE INDEX tests_slowest ON tests (job_id, duration);
+    """,
 )
+# The tests page looks this far back: flakiness and "new" are questions about recent runs.
+RECENT_BUILDS = 200
 
 
 @dataclass(frozen=True)
@@ -170,6 +185,7 @@ class BuildRequest:
     approval: Approval | None = None
     github: str | None = None
     base_ref: str | None = None  # what test results are compared with
+    rebuild_of: int | None = None  # the build this one repeats
 
 
 @dataclass
@@ -211,6 +227,27 @@ class TestRun:
     outcome: TestOutcome
     message: str
     finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class BuildTime:
+    """A finished build's state and times: one bar of a repo's history strip."""
+
+    id: int
+    state: JobState
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ResultJob:
+    """A finished job that left test results, and the commit its build built."""
+
+    job_id: int
+    name: str
+    build_id: int
+    ref: str
+    sha: str
 
 
 @dataclass(frozen=True)
@@ -307,12 +344,13 @@ class Store:
             state = JobState.ERRORED if reason else JobState.QUEUED
             cur = await self._db.execute(
                 "INSERT INTO builds (repo, ref, sha, event, pr, message, author, fork,"
-                " untrusted, approval, github, base_ref, trigger_key, pipeline, error, state,"
-                " created_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " untrusted, approval, github, base_ref, rebuild_of, trigger_key, pipeline,"
+                " error, state, created_at, finished_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (req.repo, req.ref, req.sha, str(req.event), req.pr, req.message,
                  req.author, int(req.fork), int(req.untrusted), req.approval and str(req.approval),
-                 req.github, req.base_ref, key, pipeline, reason, str(state), now,
-                 now if reason else None),
+                 req.github, req.base_ref, req.rebuild_of, key, pipeline, reason, str(state),
+                 now, now if reason else None),
             )
             build_id = cur.lastrowid
             assert build_id is not None
@@ -445,6 +483,38 @@ class Store:
                 result[name] = (values[:-2], float(values[-2]), int(values[-1]))
         return result
 
+    async def last_passed(self, repo: str, ref: str, before: int) -> Build | None:
+        """The newest passing build of a ref older than build `before`: what a running
+        build's ETA is measured against (a partial index holds passing builds only)."""
+        async with self._lock:
+            row = await self._one(
+                "SELECT * FROM builds WHERE repo = ? AND ref = ? AND state = 'passed'"
+                " AND id < ? ORDER BY id DESC LIMIT 1", repo, ref, before)
+            return None if row is None else (await self._with_jobs([row]))[0]
+
+    async def build_times(self, repo: str, ref: str | None, limit: int = 40) -> list[BuildTime]:
+        """The state and times of a repo's (or one ref's) last `limit` finished builds,
+        newest first, without their jobs: a history strip."""
+        where, args = ("repo = ? AND ref = ?", (repo, ref)) if ref else ("repo = ?", (repo,))
+        async with self._lock:
+            rows = await self._all(
+                f"SELECT id, state, started_at, finished_at FROM builds WHERE {where}"
+                " AND finished_at IS NOT NULL ORDER BY id DESC LIMIT ?", *args, limit)
+        return [BuildTime(r[0], JobState(r[1]), _time(r[2]), _time(r[3])) for r in rows]
+
+    async def rebuilds_of(self, build_id: int) -> list[int]:
+        """The builds that repeat `build_id`, oldest first."""
+        async with self._lock:
+            rows = await self._all(
+                "SELECT id FROM builds WHERE rebuild_of = ? ORDER BY id LIMIT 20", build_id)
+        return [r[0] for r in rows]
+
+    async def newest_build_id(self) -> int:
+        """The highest build id so far, 0 before the first build."""
+        async with self._lock:
+            row = await self._one("SELECT MAX(id) FROM builds")
+        return int(row[0] or 0) if row else 0
+
     async def get_build(self, build_id: int) -> Build | None:
         async with self._lock:
             return await self._build(build_id)
@@ -461,16 +531,20 @@ class Store:
         ref: str | None = None,
         limit: int = 50,
         before: int | None = None,
+        event: str | None = None,
+        after: int | None = None,
     ) -> list[Build]:
+        """Builds newest first, with ids between `after` and `before` (both excluded)."""
         where: list[str] = ["1"]
         args: list[object] = []
-        for column, value in (("repo", repo), ("state", state), ("ref", ref)):
+        for column, value in (("repo", repo), ("state", state), ("ref", ref), ("event", event)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
-        if before is not None:
-            where.append("id < ?")
-            args.append(before)
+        for bound, build_id in (("id < ?", before), ("id > ?", after)):
+            if build_id is not None:
+                where.append(bound)
+                args.append(build_id)
         async with self._lock:
             rows = await self._all(
                 f"SELECT * FROM builds WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
@@ -573,6 +647,11 @@ class Store:
         assert build is not None
         return ActiveJob(_job_from(row), _build_from(build))
 
+    async def drop_cancelled(self, job_id: int) -> None:
+        """queued with a pending cancel → cancelled: a job an older release left so."""
+        async with self._lock, self._tx():
+            await self._drop_cancelled(job_id, iso(utcnow()))
+
     async def _drop_cancelled(self, job_id: int, now: str | None) -> None:
         """queued with a pending cancel → cancelled (left so by an older release)."""
         row = await self._one(
@@ -606,8 +685,8 @@ class Store:
                 "INSERT INTO artifacts (job_id, path, size) VALUES (?,?,?)",
                 [(job_id, a.path, a.size) for a in artifacts])
             await self._db.executemany(
-                "INSERT INTO tests (job_id, name, outcome, message) VALUES (?,?,?,?)",
-                [(job_id, t.name, str(t.outcome), t.message) for t in tests])
+                "INSERT INTO tests (job_id, name, outcome, message, duration) VALUES (?,?,?,?,?)",
+                [(job_id, t.name, str(t.outcome), t.message, t.duration) for t in tests])
             await self._end_attempt(job_id, attempt, str(state), reason, now, kill_owed)
             await self._outbox_rows([job_id], state, reason)
             await self._refresh_builds([row["build_id"]])
@@ -691,6 +770,52 @@ class Store:
         return [TestRun(r[0], r[1], r[2], r[3], TestOutcome(r[4]), r[5], _time(r[6]))
                 for r in rows]
 
+    async def result_jobs(self, repo: str, ref: str | None = None,
+                          builds: int = RECENT_BUILDS) -> list[ResultJob]:
+        """The jobs with test results among a repo's (or one ref's) last `builds` builds,
+        newest build first: the window the tests page reads, so its cost does not grow
+        with the history."""
+        where, args = ("repo = ? AND ref = ?", (repo, ref)) if ref else ("repo = ?", (repo,))
+        async with self._lock:
+            rows = await self._all(
+                "SELECT j.id, j.name, b.id, b.ref, b.sha FROM"
+                f" (SELECT id, ref, sha FROM builds WHERE {where} ORDER BY id DESC LIMIT ?) b"
+                " JOIN jobs j ON j.build_id = b.id"
+                " WHERE j.test_count > 0 AND j.finished_at IS NOT NULL ORDER BY b.id DESC, j.id",
+                *args, builds)
+        return [ResultJob(*r) for r in rows]
+
+    async def failing_tests(self, job_ids: Collection[int], limit: int = 5000
+                            ) -> dict[int, list[TestResult]]:
+        """The failed and errored tests of each job (read through a partial index that
+        holds failing rows only: a job's thousands of passing tests are never read)."""
+        if not job_ids:
+            return {}
+        marks = ",".join("?" * len(job_ids))
+        async with self._lock:
+            # Named: without statistics SQLite may take another index on job_id.
+            rows = await self._all(
+                "SELECT job_id, name, outcome, message, duration FROM tests INDEXED BY"
+                f" tests_failing WHERE outcome IN ('failed', 'errored') AND job_id IN ({marks})"
+                " ORDER BY job_id, rowid LIMIT ?", *job_ids, limit)
+        found: dict[int, list[TestResult]] = {j: [] for j in job_ids}
+        for r in rows:
+            found[r[0]].append(TestResult(r[1], TestOutcome(r[2]), r[3], r[4]))
+        return found
+
+    async def slowest_tests(self, job_ids: Iterable[int], limit: int = 20
+                            ) -> list[tuple[int, TestResult]]:
+        """The `limit` longest tests of the given jobs, longest first: each job's own top
+        from the (job, duration) index, merged."""
+        found: list[tuple[int, TestResult]] = []
+        async with self._lock:
+            for job_id in job_ids:
+                rows = await self._all(
+                    "SELECT name, outcome, message, duration FROM tests WHERE job_id = ?"
+                    " AND duration > 0 ORDER BY duration DESC LIMIT ?", job_id, limit)
+                found += [(job_id, TestResult(r[0], TestOutcome(r[1]), r[2], r[3])) for r in rows]
+        return sorted(found, key=lambda f: -f[1].duration)[:limit]
+
     async def owed_kills(self) -> list[tuple[int, Attempt]]:
         """(job id, attempt) of every attempt that may still run where it was given up on
         (its host was away) or asked to stop (the kill did not reach its host)."""
@@ -744,8 +869,8 @@ class Store:
         """A just-queued job's position and wait reason, for its unsent `queued` status."""
         async with self._lock:
             await self._db.executemany(
-                "UPDATE outbox SET detail = ? WHERE job_id = ? AND state = 'queued'"
-                " AND sent_at IS NULL AND detail IS NULL",
+                "UPDATE outbox SET detail = ? WHERE id = (SELECT MAX(id) FROM outbox"
+                " WHERE job_id = ? AND state = 'queued') AND sent_at IS NULL AND detail IS NULL",
                 [(text, job_id) for job_id, text in details.items()])
 
     async def pending_outbox(self, limit: int = 100) -> list[OutboxItem]:
@@ -844,7 +969,8 @@ def _build_from(r: sqlite3.Row) -> Build:
         id=r["id"], repo=r["repo"], ref=r["ref"], sha=r["sha"], event=Event(r["event"]),
         state=JobState(r["state"]), created_at=datetime.fromisoformat(r["created_at"]),
         pr=r["pr"], message=r["message"], author=r["author"], fork=bool(r["fork"]),
-        untrusted=bool(r["untrusted"]), approval=_approval(r["approval"]), error=r["error"], base_ref=r["base_ref"], started_at=_time(r["started_at"]),
+        untrusted=bool(r["untrusted"]), approval=_approval(r["approval"]), error=r["error"],
+        base_ref=r["base_ref"], rebuild_of=r["rebuild_of"], started_at=_time(r["started_at"]),
         finished_at=_time(r["finished_at"]),
     )
 

@@ -26,7 +26,7 @@ from tests.support.wait import until
 
 REPORT = b"""<?xml version="1.0" encoding="utf-8"?>
 <testsuite name="pytest" tests="5" failures="1" errors="1" skipped="1">
-  <testcase classname="tests.test_a" name="test_ok" time="0.01"/>
+  <testcase classname="tests.test_a" name="test_ok" time="0.25"/>
   <testcase classname="tests.test_a" name="test_bad" time="0.02">
     <failure message="assert 1 == 2">def test_bad():
 &gt;       assert 1 == 2</failure>
@@ -38,7 +38,8 @@ RuntimeError: fixture exploded</error>
   <testcase classname="tests.test_a" name="test_gpu">
     <skipped message="no GPU here" type="pytest.skip"/>
   </testcase>
-  <testcase name="bare"/>
+  <testcase name="bare" time="nan"/>
+  <testcase name="odd" time="soon"/>
 </testsuite>
 """
 
@@ -52,14 +53,20 @@ SUITES = b"""<testsuites>
 
 
 async def test_junit_cases_become_outcomes() -> None:
-    assert await parse_junit(REPORT, 10**6) == [
+    """A failure keeps its message and the text after it (pytest's traceback: where it
+    failed); a case's `time` is its duration, 0 when it is no number of seconds."""
+    results = await parse_junit(REPORT, 10**6)
+    assert results == [
         TestResult("tests.test_a.test_ok", TestOutcome.PASSED),
-        TestResult("tests.test_a.test_bad", TestOutcome.FAILED, "assert 1 == 2"),
+        TestResult("tests.test_a.test_bad", TestOutcome.FAILED,
+                   "assert 1 == 2\ndef test_bad():\n>       assert 1 == 2"),
         TestResult("tests.test_a.test_broken", TestOutcome.ERRORED,
                    "Traceback (most recent call last):\nRuntimeError: fixture exploded"),
         TestResult("tests.test_a.test_gpu", TestOutcome.SKIPPED, "no GPU here"),
         TestResult("bare", TestOutcome.PASSED),
+        TestResult("odd", TestOutcome.PASSED),
     ]
+    assert [t.duration for t in results] == [0.25, 0.02, 0.0, 0.0, 0.0, 0.0]
 
 
 async def test_junit_cases_past_the_limit_are_not_read() -> None:
@@ -75,7 +82,7 @@ async def test_junit_testsuites_root_holds_every_suite() -> None:
 async def test_junit_long_messages_are_cut() -> None:
     data = b"<testsuite><testcase name='t'><failure>%s</failure></testcase></testsuite>" % (
         b"x" * 10_000)
-    assert len((await parse_junit(data, 10**6))[0].message) == 2000
+    assert len((await parse_junit(data, 10**6))[0].message) == 8000
 
 
 @pytest.mark.parametrize("data", [

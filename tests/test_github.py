@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +20,7 @@ from tests.support.config import make_config
 from tests.support.github import FakeGitHub, fake_github, payload, signed
 from tests.support.gitrepo import GitRepo
 from tests.support.server import Api, ServerProcess, api_for, running_server
-from tests.support.wait import until, until_sync
+from tests.support.wait import until
 
 SECRET = "webhook-secret-for-tests"
 ENV = {"ASYNCCI_WEBHOOK_SECRET": SECRET, "GITHUB_TOKEN": "gh-token", "DEMO_SECRET": "topsecret!"}

@@ -108,3 +108,24 @@ async def test_checkout_failure_is_retried_then_errored(
     assert (done["state"], job["attempt"]) == ("errored", 2), done
     assert job["reason"].startswith(f"checkout of {build['sha']} failed")
     assert [a["outcome"] for a in job["attempts"]] == ["requeued", "errored"]
+
+
+async def test_a_line_that_may_begin_a_secret_is_shown_once_the_job_goes_quiet(
+    config_for: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The masker holds back an end that may begin a secret ("hun…") until more output
+    comes; a job that goes quiet after it still shows it live, and masks a secret that
+    does come."""
+    monkeypatch.setenv("DEMO_SECRET", "hunter2-the-secret")
+    script = 'echo "Downloading hun"; sleep 30'
+    config = config_for(script, secrets={"MY_SECRET": {"env": "DEMO_SECRET"}})
+    async with running_server(config) as server, api_for(server) as api:
+        build = (await api.call("POST", "/api/repos/demo/builds", {}))[1]
+        job_id = build["jobs"][0]["id"]
+
+        async def shown() -> bool:
+            return b"Downloading hun\n" in (await api.call("GET", f"/api/jobs/{job_id}/log"))[1]
+
+        await until(shown, 10, "the held line shown while the job sleeps")
+        await api.call("POST", f"/api/builds/{build['id']}/cancel")
+        assert (await api.build(build["id"]))["state"] == "cancelled"

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from asyncci.config import load_config, redact_credentials
+from asyncci.hosts.base import HostLost
+from asyncci.hosts.local import LocalHost
 from asyncci.mirror import GitError, Mirror
 from tests.support.gitrepo import GitRepo
 from tests.support.server import api_for, running_server
@@ -77,3 +80,44 @@ async def test_a_job_builds_from_a_url_with_a_token(
     assert done["sha"] == repo.head() and "sekrit" not in log and "GIT_CONFIG" not in log
     hosts = [f for f in fetches_without_token(git_calls) if f.startswith("-c core.hooksPath")]
     assert hosts  # job.sh's fetch into the host's mirror, as well as the server's
+
+
+async def test_ls_remote_asks_the_repos_url_wherever_the_server_runs(
+    tmp_path: Path, repo: GitRepo, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """From inside a checkout whose `origin` is another repo (the README's first command
+    serves from a clone), the mirror's remote is still the configured one."""
+    other = GitRepo(tmp_path / "other")
+    other.commit("not this one")
+    checkout = GitRepo(tmp_path / "checkout")
+    checkout.git("remote", "add", "origin", str(other.path))
+    monkeypatch.chdir(checkout.path)
+    mirror = Mirror(tmp_path / "mirror.git", str(repo.path))
+    assert await mirror.ls_remote() == {"refs/heads/main": repo.head()}
+
+
+@pytest.mark.parametrize("url, text, shown", [
+    (URL, f"fatal: unable to access '{URL}/': 403", "unable to access 'https://***@git.example"),
+    ("git://bot:sekrit@h/x.git", "fatal: unable to look up bot:sekrit@h (port 9418)",
+     "unable to look up ***@h (port 9418)"),
+    ("https://ghp_TOKEN@h/x.git", "fatal: https://ghp_TOKEN@h/x.git not found",
+     "fatal: https://***@h/x.git not found"),
+    # The user of an SSH URL is no secret, and "git" elsewhere in a message stays.
+    ("ssh://git@github.com/o/r.git", "git: ssh://git@github.com: no", "git: ssh://git@github"),
+])
+def test_credentials_are_taken_out_of_what_git_says(url: str, text: str, shown: str) -> None:
+    redacted = redact_credentials(text, url)
+    assert shown in redacted and "sekrit" not in redacted and "TOKEN" not in redacted
+
+
+async def test_a_host_with_a_git_too_old_for_the_url_route_is_refused(
+    config_for: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bin_dir = tmp_path / "old-git"
+    bin_dir.mkdir()
+    (bin_dir / "git").write_text("#!/bin/sh\necho 'git version 2.30.2'\n")
+    (bin_dir / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    with pytest.raises(HostLost, match="^git version 2.30.2 is too old: asyncci needs git"
+                                      " 2.31 or newer$"):
+        await LocalHost(load_config(config_for()).hosts[0]).probe()

@@ -175,7 +175,7 @@ async def test_a_pull_request_is_told_its_new_failures(tmp_path: Path, repo: Git
     assert [t["name"] for t in report["new"]] == ["t.B"]
     assert [t["name"] for t in report["fixed"]] == ["t.C"]
     assert [t["name"] for t in report["still_failing"]] == ["t.A"]
-    assert report["still_failing"][0]["message"] == "assert <script>x"
+    assert report["still_failing"][0]["message"] == "assert <script>x\nTraceback"
     assert sent[0]["description"] == "1 new failure (t.B), 1 fixed (t.C), 1 still failing (t.A)"
     assert "1 new failure (t.B)" in page
     assert "assert &lt;script&gt;x" in page and "<script>x" not in page

@@ -20,7 +20,7 @@ from asyncci.scheduler import Verdict, verdict
 from asyncci.store import BuildRequest, Store
 from tests.support.gitrepo import GitRepo
 from tests.support.server import api_for, running_server
-from tests.support.wait import until
+
 
 Q, P, F, E, C = (JobState.QUEUED, JobState.PASSED, JobState.FAILED, JobState.ERRORED,
                  JobState.CANCELLED)
@@ -108,6 +108,20 @@ async def test_a_queued_job_left_with_a_pending_cancel_ends_cancelled(tmp_path: 
         assert (await store.get_build(build_id)).state is C  # type: ignore[union-attr]
     finally:
         await store.close()
+
+
+async def test_a_restart_ends_queued_jobs_left_with_a_pending_cancel(
+    config_for: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Even one no host would ever claim (labels no host has)."""
+    config = config_for(labels=["nowhere"])
+    store, build_id, job_id = await _store_with_job(tmp_path / "data" / "asyncci.db", None)
+    await store.close()
+    with sqlite3.connect(tmp_path / "data" / "asyncci.db") as db:
+        db.execute("UPDATE jobs SET cancel_requested = 1, reason = 'cancelled by a user'")
+    async with running_server(config) as server, api_for(server) as api:
+        build = await api.build(build_id, timeout=10)
+    assert build["state"] == "cancelled"
 
 
 async def test_statuses_say_what_was_true_at_each_transition(tmp_path: Path) -> None:
@@ -208,3 +222,21 @@ async def test_the_data_dir_is_the_servers_users_alone(config_for: Callable[...,
     assert data.stat().st_mode & 0o777 == 0o700
     assert (data / "asyncci.db").stat().st_mode & 0o077 == 0
     assert all(f.stat().st_mode & 0o077 == 0 for f in (data / "logs").iterdir())
+
+
+async def test_a_log_that_refuses_asynccis_notes_changes_no_verdict(
+    config_for: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The script's exit decides even when the disk is full for asyncci's own lines (the
+    start note, the collection note): a failure is never re-run by itself."""
+    def full(self: Any, text: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("asyncci.logs.JobLog.note", full)
+    config = config_for("exit 3", retries=2)
+    async with running_server(config) as server, api_for(server) as api:
+        build = (await api.call("POST", "/api/repos/demo/builds", {}))[1]
+        done = await api.build(build["id"])
+        hosts = (await api.get("/api/hosts"))["hosts"]
+    assert (done["state"], done["jobs"][0]["attempt"]) == ("failed", 1)
+    assert [h["busy"] for h in hosts] == [0]

@@ -301,7 +301,9 @@ async def test_a_slot_takes_no_new_job_until_its_lost_attempt_is_killed(
 ) -> None:
     a, _ = sshd_pair
     marker = f"owed-kill-marker-{os.getpid()}"
-    script = (f'if [ "$ASYNCCI_ATTEMPT" = 1 ]; then bash -c "sleep 300; : {marker}"; fi;'
+    # Attempt 1 takes its time to stop: the slot waits until it is gone, not only told.
+    script = (f'if [ "$ASYNCCI_ATTEMPT" = 1 ]; then bash -c ": {marker}; trap \'sleep 2;'
+              f' exit\' TERM; while :; do sleep 0.1; done"; fi;'
               f' if pgrep -f {marker} >/dev/null; then echo overlap; else echo alone; fi')
     async with running_server(config_for(script, hosts=[a.host("a", grace="1s", slots=1)])) \
             as server, api_for(server) as api:

@@ -10,6 +10,7 @@ every kind of host, each of which only says how to list, copy and read its files
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import shutil
 import stat
@@ -26,6 +27,7 @@ from ..model import Artifact, Capability, Confinement, HostState, TestResult
 from .results import parse_junit
 
 CHUNK = 1 << 16  # 64 KiB reads: line iterators cost ~3 µs of Python per line
+QUIET_S = 0.5
 KILL_GRACE_S = 10  # SPEC §5: SIGTERM, then SIGKILL 10 s later
 WRAPPER = files(__package__).joinpath("job.sh").read_text()
 # The command line every host runs: fixed text that reads the wrapper's bytes (their count
@@ -110,8 +112,9 @@ class Host(Protocol):
         """Start (or reattach to) the attempt and stream its log from `log.raw_offset`;
         raises HostLost if the host goes away meanwhile."""
 
-    async def kill(self, run: JobRun) -> None:
-        """SIGTERM the attempt's process group, SIGKILL it after the grace period."""
+    async def kill(self, run: JobRun, reap: bool = False) -> None:
+        """SIGTERM the attempt's process group, SIGKILL it after the grace period; with
+        `reap`, return only once it is gone. Raises HostLost if that cannot be done."""
 
     def shell_command(self, repo: str, slot: int) -> str | None:
         """A command that opens a shell in a slot's workspace for the repo."""
@@ -217,9 +220,21 @@ class Reader(Protocol):
 async def pump(stdout: Reader, stderr: Reader, log: JobLog) -> Outcome:
     """Copy the log stream into `log` in chunks, then read how the job ended. Once it
     ended, the whole log is in `log` (the masker holds nothing back any more): the host
-    may be told to forget its copy."""
-    while chunk := await stdout.read(CHUNK):
-        log.write(chunk)
+    may be told to forget its copy. A stream quiet for QUIET_S while the masker holds an
+    end back (it may begin a secret) gets it written: a live log never waits for more."""
+    read = asyncio.ensure_future(stdout.read(CHUNK))
+    try:
+        while True:
+            done, _ = await asyncio.wait({read}, timeout=QUIET_S if log.holding else None)
+            if not done:
+                log.settle()
+                continue
+            if not (chunk := read.result()):
+                break
+            log.write(chunk)
+            read = asyncio.ensure_future(stdout.read(CHUNK))
+    finally:
+        read.cancel()
     outcome = parse_status(await stderr.read())
     if outcome.told:
         log.settle()

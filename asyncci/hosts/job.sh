@@ -5,6 +5,8 @@
 # AC_MODE   start  check out AC_SHA into AC_WS, start the script detached, stream its log
 #           attach stream the log of a job already started, from byte AC_OFFSET
 #           kill   SIGTERM the job's process group now, SIGKILL it AC_GRACE seconds later
+#           reap   the same, and return only once the group is gone: an attempt given up
+#                  on must be over before its slot's workspace takes the next job
 #           probe  print git's and bash's versions, then what the host can confine with
 # AC_ARTIFACTS and AC_JUNIT (start mode): glob patterns, one a line, naming what to collect
 # from the workspace once the job ended, within AC_CAP bytes in all (see `collect`).
@@ -322,28 +324,47 @@ stream() {
 }
 
 kill_job() {
-	local pid
+	local pid n=0
 	# An attempt that ended is left alone: its pid may belong to someone else by now.
 	[ ! -e "$jobdir/job.exit" ] || exit 0
 	# Mark first, then look for the pid: the supervisor writes the pid, then looks for the
 	# mark, so one of the two always sees the other, however they interleave.
-	mkdir -p -- "$jobdir" && : >"$jobdir/cancel"
+	mkdir -p -- "$jobdir" && : >"$jobdir/cancel" || exit 3
 	[ -s "$jobdir/job.pid" ] || exit 0
 	read -r pid <"$jobdir/job.pid"
 	kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || exit 0
-	# The SIGKILL comes from a process of its own: nobody waits for the grace period, and
-	# it happens even if the connection or the server goes away meanwhile.
-	setsid bash -c 'n=0
-		while kill -0 -- "-$0" 2>/dev/null && [ $n -lt $(($1 * 10)) ]; do sleep 0.1; n=$((n + 1)); done
-		kill -KILL -- "-$0" 2>/dev/null' "$pid" "$AC_GRACE" </dev/null >/dev/null 2>&1 &
+	if [ "$AC_MODE" = kill ]; then
+		# The SIGKILL comes from a process of its own: nobody waits for the grace period,
+		# and it happens even if the connection or the server goes away meanwhile.
+		setsid bash -c 'n=0
+			while kill -0 -- "-$0" 2>/dev/null && [ $n -lt $(($1 * 10)) ]; do sleep 0.1; n=$((n + 1)); done
+			kill -KILL -- "-$0" 2>/dev/null' "$pid" "$AC_GRACE" </dev/null >/dev/null 2>&1 &
+		exit 0
+	fi
+	while kill -0 -- "-$pid" 2>/dev/null && [ $n -lt $((AC_GRACE * 10)) ]; do
+		sleep 0.1
+		n=$((n + 1))
+	done
+	kill -KILL -- "-$pid" 2>/dev/null
+	n=0
+	while kill -0 -- "-$pid" 2>/dev/null; do
+		[ $n -lt 50 ] || exit 4  # unkillable (a process stuck in the kernel): try again later
+		sleep 0.1
+		n=$((n + 1))
+	done
 	exit 0
 }
 
 probe() {
 	local -a engine
+	local version
 	lines engine "$AC_ENGINE"
-	command -v git >/dev/null || { echo "git is missing"; exit 1; }
-	printf '%s; bash %s\n' "$(git --version)" "${BASH_VERSION%%(*}"
+	version=$(git --version 2>/dev/null) || { echo "git is missing"; exit 1; }
+	# GIT_CONFIG_COUNT, which carries a repo's URL past the command line, came in 2.31.
+	[[ $version =~ ([0-9]+)\.([0-9]+) ]] &&
+		((BASH_REMATCH[1] > 2 || (BASH_REMATCH[1] == 2 && BASH_REMATCH[2] >= 31))) ||
+		{ echo "$version is too old: asyncci needs git 2.31 or newer"; exit 1; }
+	printf '%s; bash %s\n' "$version" "${BASH_VERSION%%(*}"
 	! command -v bwrap >/dev/null ||
 		! bwrap --ro-bind / / --dev /dev --proc /proc --unshare-pid --cap-drop ALL true 2>/dev/null ||
 		echo "sandbox $(bwrap --version)"
@@ -353,7 +374,7 @@ probe() {
 case "$AC_MODE" in
 start) start ;;
 attach) stream ;;
-kill) kill_job ;;
+kill | reap) kill_job ;;
 probe) probe ;;
 *) fail "unknown mode $AC_MODE" ;;
 esac

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import shlex
 from collections.abc import Callable
 from datetime import datetime
@@ -66,12 +67,13 @@ class LocalHost:
             return outcome
         finally:
             # On cancel (server shutdown) only the streaming wrapper goes; the job goes on.
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            await _end(proc)
 
-    async def kill(self, run: JobRun) -> None:
-        await self._command(wrapper_input("kill", self._config, self._workdir, run))
+    async def kill(self, run: JobRun, reap: bool = False) -> None:
+        mode = "reap" if reap else "kill"
+        status, out = await self._command(wrapper_input(mode, self._config, self._workdir, run))
+        if status != 0:
+            raise HostLost(f"{mode} of job {run.dirname} failed (exit {status}): {out}")
 
     def shell_command(self, repo: str, slot: int) -> str | None:
         return f"cd {shlex.quote(workspace_path(self._workdir, repo, slot))} && exec bash"
@@ -92,9 +94,7 @@ class LocalHost:
         try:
             out, _ = await proc.communicate()
         finally:
-            if proc.returncode is None:  # cancelled: leave nothing behind
-                proc.kill()
-                await proc.wait()
+            await _end(proc)  # cancelled: leave nothing behind
         return proc.returncode or 0, out.decode(errors="replace").strip()
 
     async def collect(self, run: JobRun, dest: Path) -> Collected:
@@ -111,6 +111,7 @@ class LocalHost:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env={k: os.environ[k] for k in BASE_ENV if k in os.environ},
+                start_new_session=True,  # its group is what `_end` kills; never the job's
             )
         except OSError as e:
             raise HostLost(f"cannot start bash: {e}") from e
@@ -120,6 +121,17 @@ class LocalHost:
         if not keep_open:
             proc.stdin.close()
         return proc
+async def _end(proc: asyncio.subprocess.Process) -> None:
+    """Stop a wrapper that is still running, with what it started in its group (a `tail`
+    holding its pipes would keep `wait()` waiting); the job has a session of its own."""
+    if proc.returncode is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        await proc.wait()
+
+
 class _LocalFiles:
     """An attempt's directory on this machine. Files are opened with O_NOFOLLOW: one
     swapped for a symlink after it was listed is not followed."""

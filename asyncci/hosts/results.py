@@ -17,7 +17,7 @@ from junitparser import Error, Failure, JUnitXml, JUnitXmlError, Skipped, TestCa
 from ..model import TestOutcome, TestResult
 
 FEED_BYTES = 1 << 18  # about 10 ms of parsing between the loop's turns
-MESSAGE_CHARS = 2000  # a failure's message, or the start of its text: enough to recognise it
+MESSAGE_CHARS = 8000  # a failure's message and the start of its text (a traceback)
 
 
 async def parse_junit(data: bytes, limit: int) -> list[TestResult]:
@@ -46,8 +46,17 @@ async def parse_junit(data: bytes, limit: int) -> list[TestResult]:
             if len(results) % 1000 == 999:
                 await asyncio.sleep(0)
             name = f"{case.classname}.{case.name}" if case.classname else case.name or ""
-            results.append(TestResult(name, *_outcome(case)))
+            results.append(TestResult(name, *_outcome(case), duration=_seconds(case)))
     return results
+
+
+def _seconds(case: TestCase) -> float:
+    """The case's `time`; what no test could take (text, NaN, negative, ages) is 0."""
+    try:
+        seconds = float(case.time or 0)
+    except (TypeError, ValueError):
+        return 0.0
+    return seconds if 0 <= seconds < 1e9 else 0.0
 
 
 def _outcome(case: TestCase) -> tuple[TestOutcome, str]:
@@ -57,6 +66,7 @@ def _outcome(case: TestCase) -> tuple[TestOutcome, str]:
                           (Skipped, TestOutcome.SKIPPED)):
         for result in case.result:
             if isinstance(result, kind):
-                text = result.message or (result.text or "").strip()
-                return outcome, text[:MESSAGE_CHARS]
+                # pytest fills `message` with one line; where it failed is in the text.
+                parts = [result.message or "", (result.text or "").strip()]
+                return outcome, "\n".join(p for p in parts if p)[:MESSAGE_CHARS]
     return TestOutcome.PASSED, ""

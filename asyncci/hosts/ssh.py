@@ -234,14 +234,19 @@ class SSHHost:
         finally:
             proc.close()
 
-    async def kill(self, run: JobRun) -> None:
+    async def kill(self, run: JobRun, reap: bool = False) -> None:
         conn = self._conn
         if conn is None or conn.is_closed():
             raise HostLost(f"host {self.name} is not connected")
+        mode = "reap" if reap else "kill"
         try:
-            await self._command(conn, wrapper_input("kill", self._config, self._workdir, run))
+            result = await self._command(
+                conn, wrapper_input(mode, self._config, self._workdir, run))
         except (OSError, asyncssh.Error, TimeoutError) as e:
             raise HostLost(describe(e, self._config)) from e
+        if result.exit_status != 0:
+            raise HostLost(f"{mode} of job {run.dirname} failed (exit {result.exit_status}):"
+                           f" {_text(result.stderr or result.stdout).strip()[-500:]}")
 
     async def collect(self, run: JobRun, dest: Path) -> Collected:
         deadline = time.monotonic() + self._config.grace
