@@ -10,17 +10,20 @@ import logging
 import os
 import shutil
 import signal
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from aiohttp import web
 
-from .config import Config, HostConfig
+from .config import Config, HostConfig, RepoConfig
 from .hosts.base import Host
 from .hosts.local import LocalHost
 from .hosts.ssh import SSHHost
 from .logs import Logs
-from .mirror import Mirror
+from .mirror import GitError, Mirror
 from .model import utcnow
 from .planner import Planner
 from .scheduler import Scheduler
@@ -86,7 +89,7 @@ class Server:
         try:
             server = self.config.server
             await web.TCPSite(runner, server.listen_host, server.listen_port).start()
-            log.info("listening on %s:%d", server.listen_host, server.listen_port)
+            log.info("%s", banner(self.config))
             await self.scheduler.recover()
             self.ready.set()
             async with asyncio.TaskGroup() as group:
@@ -141,9 +144,62 @@ async def serve(config: Config) -> None:
     await server.run(stop)
 
 
+def banner(config: Config) -> str:
+    """What whoever started the server wants to know first: where to look, what is built
+    where, and whether anyone can change anything (with no token, nobody can)."""
+    server, web_config = config.server, config.web
+    reads = "public" if web_config.public else "login to read"
+    names = [r.name for r in config.repos]
+    repos = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    hosts = ", ".join(f"{h.name} ({_where(h)}, {h.slots} slot{'s' if h.slots > 1 else ''})"
+                      for h in config.hosts)
+    writes = ("writes: enabled (the token of web.token_env, for the API and /login)"
+              if web_config.token else
+              "writes: DISABLED: no token is set (the variable web.token_env names,"
+              " ASYNCCI_TOKEN by default): nobody can log in, trigger or cancel")
+    return (f"asyncci dashboard at {server.public_url}/ ({reads}), listening on"
+            f" {server.listen_host}:{server.listen_port}\n  repos: {repos or 'none'}\n"
+            f"  hosts: {hosts}\n  {writes}")
+
+
+def _where(host: HostConfig) -> str:
+    if host.local:
+        return "local"
+    return f"{host.user + '@' if host.user else ''}{host.address}:{host.port}"
+
+
+def stranded(repo: RepoConfig, hosts: Sequence[HostConfig]) -> str | None:
+    """Why no configured host can take the repo's jobs, if none can: they would wait for
+    good, saying only that no online host has their labels, which reads like an outage.
+    Only the repo's own labels are known here (they are every job's, the `script` job's
+    alone); an in-repo pipeline's are known only at a commit. Capabilities (`asyncci:…`)
+    are earned by probing, never configured, so they are no part of this."""
+    needed = frozenset(repo.labels)
+    if any(needed <= frozenset(h.labels) for h in hosts):
+        return None
+    missing = sorted(needed - {label for h in hosts for label in h.labels})
+    what = (f"label(s) [{', '.join(missing)}] that no host has" if missing else
+            f"labels [{', '.join(sorted(needed))}] that no one host has together")
+    return (f"repo {repo.name}: FAILED: its jobs need {what}: they would stay queued forever"
+            " (give a host those labels, or take them off the repo)")
+
+
+async def reach(repo: RepoConfig) -> tuple[bool, str]:
+    """Whether the repo answers `git ls-remote`, and a line saying how many branches it
+    has or git's words. The mirror is a throwaway: `check` touches nothing the server
+    keeps."""
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            heads = await Mirror(Path(scratch) / f"{repo.name}.git", repo.url).ls_remote()
+        except (GitError, OSError) as e:
+            return False, f"repo {repo.name}: FAILED: {e}"
+    return True, f"repo {repo.name}: ok; {len(heads)} branch(es)"
+
+
 async def check(config: Config) -> bool:
-    """Print what each host has (git, bash, how it confines jobs, slots, labels); False if
-    any host fails."""
+    """Print what each host has (git, bash, how it confines jobs, slots, labels), whether
+    each repo answers `git ls-remote`, and which repos need labels no host has; False if
+    anything fails."""
     ok = True
     if os.geteuid() == 0:
         print(ROOT_WARNING)
@@ -157,4 +213,10 @@ async def check(config: Config) -> bool:
             continue
         print(f"{host.name}: ok; {versions}; slots={host.slots}"
               f" labels=[{', '.join(sorted(host.labels))}]")
+    reached = await asyncio.gather(*map(reach, config.repos))
+    for repo, (fine, line) in zip(config.repos, reached):
+        print(line)
+        if problem := stranded(repo, config.hosts):
+            print(problem)
+        ok = ok and fine and problem is None
     return ok
