@@ -65,7 +65,7 @@ async def test_every_page_renders_real_data_and_keeps_hostile_text_as_text(
     page = pages[f"/builds/{build['id']}"]
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page
     assert '<span class="c-red">red</span> &lt;b&gt;bold&lt;/b&gt;' in page
-    assert re.search(r'href="#j\d+-\d+">2</a>', page)  # numbered, linkable lines
+    assert re.search(r'href="#j\d+-L\d+">2</a>', page)  # numbered, linkable lines
     assert "passed" in pages["/"] and "demo" in pages["/repos/demo"]
     assert "x&lt;b&gt;bold-branch&lt;/b&gt;" in pages["/repos/demo"] and "<b>bold" not in page
     assert f"#{queued['id']} build" in pages["/queue"] and "host draining" in pages["/queue"]

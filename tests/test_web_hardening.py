@@ -448,3 +448,50 @@ async def test_fuzzed_queries_never_get_a_5xx(config_for: Callable[..., Path]) -
             assert status < 500, (url[:300], status)
 
         await asyncio.to_thread(fuzz)
+
+
+def test_an_ipv6_client_is_counted_by_its_64() -> None:
+    throttle = Throttle(failures=2)
+    for n in range(2):
+        throttle.attempted(f"2001:db8:1:2::{n + 1}", False)
+    assert throttle.retry_after("2001:db8:1:2:ffff::9") > 0
+    assert throttle.retry_after("2001:db8:1:3::1") == 0
+    assert throttle.retry_after("192.0.2.1") == 0
+
+
+async def test_a_forms_body_is_small_and_its_encoding_no_crash(
+    config_for: Callable[..., Path]
+) -> None:
+    """Anyone may post to /login: a big body, declared or not, is refused (413), and a
+    body whose content type cannot be parsed is a 400, never a 500."""
+    async with serving(config_for()) as api:
+        url = api.url + "/login"
+        big = {"token": "x" * 100_000}
+        assert (await fetch(url, "POST", data=big))[0] == 413
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(10):
+                yield b"token=" + b"x" * 10_000
+
+        assert (await fetch(url, "POST", data=chunks(),
+                            headers={"Content-Type": "application/x-www-form-urlencoded"}))[0] == 413
+        for content_type in ("multipart/form-data", "application/x-www-form-urlencoded;"
+                             " charset=latin-9"):
+            status, _, _ = await fetch(url, "POST", data=b"token=x",
+                                       headers={"Content-Type": content_type})
+            assert status == 400, content_type
+        status, _, _ = await fetch(api.url + "/api/repos/demo/builds", "POST", data=b"{}",
+                                   headers={"Content-Type": "application/json; charset=x-nope",
+                                            "Authorization": f"Bearer {TOKEN}"})
+        assert status == 400
+
+
+async def test_an_unknown_page_is_a_page_and_an_unknown_api_path_json(
+    config_for: Callable[..., Path]
+) -> None:
+    async with serving(config_for()) as api:
+        status, headers, body = await fetch(api.url + "/no/such/page")
+        assert status == 404 and headers["Content-Type"].startswith("text/html")
+        assert b"<main" in body
+        status, headers, _ = await fetch(api.url + "/api/builds/9999")
+        assert status == 404 and headers["Content-Type"].startswith("application/json")

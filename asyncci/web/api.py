@@ -10,15 +10,15 @@ import logging
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
-from ..model import (Build, Confinement, Job, JobState, TestOutcome, TestReport, TestResult, iso,
-                     redact_url, utcnow)
+from ..model import (Build, Confinement, Event, Job, JobState, TestOutcome, TestReport,
+                     TestResult, iso, redact_url, utcnow)
 from ..planner import PlanError
 from .auth import require_token
 from .keys import CONFIG, LOGS, PLANNER, SCHEDULER, STORE
@@ -62,6 +62,7 @@ def job_json(request: web.Request, build: Build, job: Job) -> dict[str, Any]:
         "queued_at": iso(job.queued_at), "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at), "labels": list(job.spec.labels),
         "shell": shell, "confined": confinement, "image": job.spec.image or None,
+        "note": request.app[SCHEDULER].note(job.id) if job.state is JobState.RUNNING else None,
         "network": job.spec.network if confinement else True,
         "attempts": [
             {"number": a.number, "host": a.host, "slot": a.slot, "started_at": iso(a.started_at),
@@ -80,6 +81,7 @@ def build_json(request: web.Request, build: Build) -> dict[str, Any]:
         "untrusted": build.untrusted, "fork": build.fork, "approval": build.approval,
         "created_at": iso(build.created_at), "started_at": iso(build.started_at),
         "finished_at": iso(build.finished_at), "url": f"{public_url}/builds/{build.id}",
+        "rebuild_of": build.rebuild_of,
         "jobs": [job_json(request, build, job) for job in build.jobs],
     }
 
@@ -136,7 +138,7 @@ def _int_path(request: web.Request, name: str) -> int:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except (ValueError, UnicodeDecodeError, RecursionError):
+    except (ValueError, LookupError, RecursionError):  # LookupError: an unknown charset
         raise error(web.HTTPBadRequest, "the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise error(web.HTTPBadRequest, "the body must be a JSON object")
@@ -153,11 +155,14 @@ async def list_builds(request: web.Request) -> web.Response:
     state = request.query.get("state") or None
     if state is not None and state not in set(JobState):
         raise error(web.HTTPBadRequest, f"unknown state {state!r}")
+    event = request.query.get("event") or None
+    if event is not None and event not in set(Event):
+        raise error(web.HTTPBadRequest, f"unknown event {event[:40]!r}")
     ref = request.query.get("ref") or None
     if ref is not None and not ref.startswith("refs/"):
         ref = f"refs/heads/{ref}"
     builds = await request.app[STORE].list_builds(
-        repo=request.query.get("repo") or None, state=state, ref=ref,
+        repo=request.query.get("repo") or None, state=state, ref=ref, event=event,
         limit=_int(request, "limit", 50, 1, 500) or 50,
         before=_int(request, "before", None),
     )
@@ -195,12 +200,48 @@ async def approve_build(request: web.Request) -> Build:
 
 @routes.post("/api/builds/{id}/rebuild")
 async def rebuild(request: web.Request) -> web.Response:
+    """The whole build again, or (body `{"failed": true}`) its failed, errored and
+    cancelled jobs, or (body `{"jobs": [names]}`) the jobs named."""
     require_token(request)
+    body = await _json_body(request) if request.body_exists else {}
+    failed, names = body.get("failed", False), body.get("jobs")
+    if not isinstance(failed, bool):
+        raise error(web.HTTPBadRequest, "failed must be true or false")
+    if names is not None and (not isinstance(names, list)
+                              or not all(isinstance(n, str) for n in names)):
+        raise error(web.HTTPBadRequest, "jobs must be a list of job names")
+    build = await rebuild_build(request, failed, names)
+    return web.json_response(build_json(request, build), status=201)
+
+
+# What "rebuild failed jobs" runs again: every way a job can end short of passing.
+FAILED_STATES = (JobState.FAILED, JobState.ERRORED, JobState.CANCELLED)
+
+
+async def rebuild_build(request: web.Request, failed: bool, names: list[str] | None
+                        ) -> Build:
+    """A new manual build of the build in the path: all its jobs, its failed ones (409
+    when none failed), or the ones named (422 for a name it does not have)."""
+    build = await load_build(request)
+    jobs: set[str] | None = None
+    if failed and names is not None:
+        raise error(web.HTTPBadRequest, "ask for failed jobs or for named jobs, not both")
+    if failed:
+        jobs = {j.name for j in build.jobs if j.state in FAILED_STATES}
+        if not jobs:
+            raise error(web.HTTPConflict, f"build {build.id} has no failed, errored or"
+                                          " cancelled job to rebuild")
+    elif names is not None:
+        jobs = set(names)
+        if not jobs:
+            raise error(web.HTTPUnprocessableEntity, "jobs must name at least one job")
+        if unknown := sorted(jobs - {j.name for j in build.jobs}):
+            raise error(web.HTTPUnprocessableEntity,
+                        f"build {build.id} has no job named {', '.join(map(repr, unknown))}")
     try:
-        build = await request.app[PLANNER].rebuild(await load_build(request))
+        return await request.app[PLANNER].rebuild(build, jobs)
     except PlanError as e:
         raise error(web.HTTPUnprocessableEntity, str(e)) from None
-    return web.json_response(build_json(request, build), status=201)
 
 
 @routes.post("/api/repos/{repo}/builds")
@@ -243,14 +284,28 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/jobs/{id}/log")
-async def job_log(request: web.Request) -> web.Response:
+async def job_log(request: web.Request) -> web.StreamResponse:
+    """The log from `offset` to its end, however long: streamed from one open file a chunk
+    at a time. `X-Log-Offset` is where to ask from next; `X-Log-Complete: 1` says the job
+    had ended before its size was read, so there is no more."""
     job = await _job(request)
     offset = _int(request, "offset", 0) or 0
-    data = request.app[LOGS].read(job.id, offset)
-    headers = {"X-Log-Offset": str(offset + len(data))}
-    if job.state.finished and offset + len(data) >= request.app[LOGS].size(job.id):
-        headers["X-Log-Complete"] = "1"
-    return web.Response(body=data, content_type="text/plain", charset="utf-8", headers=headers)
+    logs = request.app[LOGS]
+    end = max(offset, logs.size(job.id))
+    response = web.StreamResponse(headers={"X-Log-Offset": str(end)})
+    if job.state.finished:
+        response.headers["X-Log-Complete"] = "1"
+    response.content_type, response.charset = "text/plain", "utf-8"
+    response.content_length = end - offset
+    await response.prepare(request)
+    if request.method == "HEAD":  # the headers alone: aiohttp sends what is written
+        return response
+    chunks = closing(logs.chunks(job.id, offset, end))
+    with reader_may_leave(f"log of job {job.id}"), chunks as pieces:
+        for chunk in pieces:
+            await response.write(chunk)
+        await response.write_eof()
+    return response
 
 
 @routes.get("/api/jobs/{id}/artifacts")
@@ -354,7 +409,7 @@ async def _stream(request: web.Request, response: web.StreamResponse, job: Job,
     while True:
         data = logs.read(job.id, offset)
         if data:
-            data = data[: _utf8_boundary(data)] or data
+            data = data[: utf8_boundary(data)] or data
             offset += len(data)
             await response.write(_sse("log", data.decode(errors="replace"), offset))
             continue
@@ -374,7 +429,7 @@ async def _wait(logs: Any, job_id: int, offset: int) -> bool:
     return bool(logs.size(job_id) > offset or logs.is_closed(job_id))
 
 
-def _utf8_boundary(data: bytes) -> int:
+def utf8_boundary(data: bytes) -> int:
     """Where the last complete UTF-8 character of `data` ends, so no event splits one."""
     for back in range(1, min(4, len(data)) + 1):
         byte = data[-back]

@@ -25,7 +25,7 @@ from ..model import Event
 from ..planner import Commit, PlanError
 from .api import error
 from .auth import require_token
-from .keys import BACKGROUND, CONFIG, PLANNER, POKE, SCHEDULER
+from .keys import BACKGROUND, CONFIG, PLANNER, POKE, SCHEDULER, WEBHOOK_READS
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -98,7 +98,8 @@ async def github(request: web.Request) -> web.Response:
     if not SIGNATURE.fullmatch(signature):
         raise error(web.HTTPUnauthorized, "X-Hub-Signature-256 (sha256= and 64 hex digits) is"
                                           " required; SHA-1 alone is refused")
-    body = await request.read()
+    async with request.app[WEBHOOK_READS]:
+        body = await request.read()
     try:
         validate_event(body, signature=signature, secret=secret)
     except ValidationFailure:

@@ -28,3 +28,5 @@ BACKGROUND: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("background")
 # cookie on every request is a dict lookup.
 SESSIONS: web.AppKey[dict[str, datetime]] = web.AppKey("sessions")
 THROTTLE = web.AppKey("throttle", Throttle)
+# Webhook bodies read at once: each may be 25 MB before its signature can be checked.
+WEBHOOK_READS = web.AppKey("webhook_reads", asyncio.Semaphore)

@@ -8,26 +8,31 @@ scheduler and planner calls as the API.
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
-from markupsafe import Markup
+from aiohttp.http_exceptions import HttpProcessingError
 
-from ..model import JobState, iso, redact_url, utcnow
-from ..planner import PlanError
-from .ansi import ansi_to_html
+from ..config import RepoConfig
+from ..model import Event, JobState, iso, redact_url
+from ..planner import PlanError, Planner
 from .api import (QUEUE_MAX_OFFSET, QUEUE_PAGE, approve_build, artifacts_json, build_json,
-                  host_json, load_build, parse_count, queue_json, target_problem, tests_json)
+                  error, host_json, load_build, parse_count, queue_json, rebuild_build,
+                  target_problem, tests_json)
 from .auth import (COOKIE, SESSION_S, attempted, check_form, csrf_token, end_session, has_session,
                    may_read, start_session, throttled, token_matches)
-from .keys import CONFIG, LOGS, PLANNER, SCHEDULER, STORE
+from .keys import CONFIG, PLANNER, SCHEDULER, STORE
+from .listing import STRIP, BuildFilter, builds_page, ref_label, strip
+from .logview import log_view
+from .summary import build_summary, seconds_between, span, word
+from .testpage import tests_overview
 
 routes = web.RouteTableDef()
-LOG_PAGE = 64 * 1024  # bytes of log a page shows at once: a 50 MB log is never one page
 
 
 def resource_dir(name: str) -> Path:
@@ -38,9 +43,9 @@ def resource_dir(name: str) -> Path:
 
 
 def ago(value: str | None) -> str:
-    if not value:
+    seconds = seconds_between(value or None, None)
+    if seconds is None:
         return ""
-    seconds = (utcnow() - datetime.fromisoformat(value)).total_seconds()
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return f"{int(seconds // size)} {unit} ago"
@@ -48,11 +53,8 @@ def ago(value: str | None) -> str:
 
 
 def duration(start: str | None, end: str | None) -> str:
-    if not start:
-        return ""
-    stop = datetime.fromisoformat(end) if end else utcnow()
-    seconds = int((stop - datetime.fromisoformat(start)).total_seconds())
-    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+    seconds = seconds_between(start, end)
+    return "" if seconds is None else span(seconds)
 
 
 TEMPLATES = jinja2.Environment(
@@ -60,8 +62,8 @@ TEMPLATES = jinja2.Environment(
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
-TEMPLATES.filters.update(ago=ago, ansi=lambda text: Markup(ansi_to_html(text)), redact=redact_url)
-TEMPLATES.globals.update(duration=duration)
+TEMPLATES.filters.update(ago=ago, redact=redact_url, word=word, span=span, ref=ref_label)
+TEMPLATES.globals.update(duration=duration, states=list(JobState), events=list(Event))
 
 
 def render(request: web.Request, name: str, **context: Any) -> web.Response:
@@ -74,6 +76,37 @@ def render(request: web.Request, name: str, **context: Any) -> web.Response:
     return web.Response(text=html, content_type="text/html")
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def html_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A person's browser gets an error as a page in the site's layout, with the words
+    the API would have put in its JSON (an unknown path too); redirects pass through, and
+    the API and webhooks keep their JSON."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400 or request.path.startswith(("/api/", "/hooks/")):
+            raise
+        response = render(request, "error.html", status=e.status, title=e.reason,
+                          message=_error_text(e))
+        response.set_status(e.status)
+        for name in ("Retry-After", "Allow"):
+            if name in e.headers:
+                response.headers[name] = e.headers[name]
+        return response
+
+
+def _error_text(e: web.HTTPException) -> str:
+    if e.content_type == "application/json" and e.text:
+        try:
+            return str(json.loads(e.text).get("error", e.text))
+        except (ValueError, AttributeError):
+            pass
+    return e.text or e.reason
+
+
 async def running_jobs(request: web.Request) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     builds = await request.app[STORE].list_builds(state="running", limit=100)
     return [(b, j) for b in (build_json(request, b) for b in builds)
@@ -82,12 +115,13 @@ async def running_jobs(request: web.Request) -> list[tuple[dict[str, Any], dict[
 
 @routes.get("/")
 async def dashboard(request: web.Request) -> web.Response:
-    store, scheduler = request.app[STORE], request.app[SCHEDULER]
+    scheduler = request.app[SCHEDULER]
+    chosen = BuildFilter.parse(request)
+    builds, pager = await builds_page(request, chosen)
     return render(
         request, "index.html",
         running=await running_jobs(request), waiting=await queue_json(request, 20),
-        queued=len(scheduler.queue),
-        builds=[build_json(request, b) for b in await store.list_builds(limit=25)],
+        queued=len(scheduler.queue), builds=builds, filter=chosen, pager=pager,
         hosts=[host_json(request, n) for n in scheduler.hosts],
     )
 
@@ -109,80 +143,113 @@ async def hosts_page(request: web.Request) -> web.Response:
 
 @routes.get("/repos/{repo}")
 async def repo_page(request: web.Request) -> web.Response:
+    return await repo_view(request, _repo(request))
+
+
+def _repo(request: web.Request) -> RepoConfig:
     name = request.match_info["repo"]
     repo = request.app[CONFIG].repo(name)
     if repo is None:
-        raise web.HTTPNotFound(text=f"no repo {name!r}")
+        raise error(web.HTTPNotFound, f"no repo {name!r}")
+    return repo
+
+
+def _default_ref(repo: RepoConfig) -> str | None:
+    try:
+        return f"refs/heads/{Planner.default_branch(repo)}"
+    except PlanError:  # only globs: no branch is the default
+        return None
+
+
+async def repo_view(request: web.Request, repo: RepoConfig, problem: str | None = None,
+                    asked: str = "") -> web.Response:
+    """A repo's page; with `problem`, the build form did not take `asked`, and the page
+    says why beside it (422)."""
     store = request.app[STORE]
-    refs = await store.latest_per_ref(name, 30)
-    builds = await store.list_builds(repo=name, limit=25)
-    return render(request, "repo.html", repo=repo, status=await store.repo_status(name),
-                  refs=[build_json(request, b) for b in refs],
-                  builds=[build_json(request, b) for b in builds])
+    chosen = BuildFilter.parse(request, repo.name)
+    default = _default_ref(repo)
+    builds, pager = await builds_page(request, chosen)
+    shown_ref = chosen.ref or default
+    response = render(
+        request, "repo.html", repo=repo, status=await store.repo_status(repo.name),
+        refs=[build_json(request, b) for b in await _refs(request, repo.name, default)],
+        default_ref=default, builds=builds, filter=chosen, pager=pager,
+        strip=strip(await store.build_times(repo.name, shown_ref, STRIP)), strip_ref=shown_ref,
+        badge=_badge_markdown(request, repo.name, default), problem=problem, asked=asked)
+    if problem:
+        response.set_status(422)
+    return response
+
+
+async def _refs(request: web.Request, repo: str, default: str | None) -> list[Any]:
+    """Each ref's newest build, the default branch's first, then the latest built."""
+    store = request.app[STORE]
+    refs = await store.latest_per_ref(repo, 30)
+    first = [b for b in refs if b.ref == default] or (
+        await store.list_builds(repo=repo, ref=default, limit=1) if default else [])
+    return first + [b for b in refs if b.ref != default]
+
+
+def _badge_markdown(request: web.Request, repo: str, default: str | None) -> str:
+    url = request.app[CONFIG].server.public_url.rstrip("/")
+    branch = f"?branch={quote(default.removeprefix('refs/heads/'), safe='')}" if default else ""
+    return f"[![asyncci]({url}/badge/{repo}.svg{branch})]({url}/repos/{repo})"
 
 
 @routes.get("/builds/{id}")
 async def build_page(request: web.Request) -> web.Response:
     loaded = await load_build(request)
     build = build_json(request, loaded)
-    logs, store = request.app[LOGS], request.app[STORE]
+    store = request.app[STORE]
     for job, spec in zip(build["jobs"], (j.spec for j in loaded.jobs)):
         done = JobState(job["state"]).finished
         kept = done and spec.artifacts
         job["artifacts"] = await artifacts_json(request, job["id"]) if kept else []
         report = await store.test_report(job["id"]) if done and spec.junit else None
         job["tests"] = report and tests_json(report)
-        size = logs.size(job["id"])
-        before = parse_count(request.query.get("before", ""))
-        end = size if before is None else min(before, size)
-        start = max(0, end - LOG_PAGE)
-        data = logs.read(job["id"], start, end - start)
-        if start > 0:  # begin at a whole line
-            cut = data.find(b"\n") + 1
-            data, start = data[cut:], start + cut
-        lines, offset = [], start
-        for raw in data.splitlines(keepends=True):
-            lines.append((offset, raw.decode(errors="replace").rstrip("\r\n")))
-            offset += len(raw)
-        job.update(log_lines=lines, log_start=start, log_end=start + len(data),
-                   numbered=start == 0, live=not JobState(job["state"]).finished)
-    return render(request, "build.html", build=build)
+        job["log"] = await log_view(request, job, len(build["jobs"]))
+    return render(request, "build.html", build=build,
+                  **await build_summary(request, loaded, build))
 
 
 @routes.get("/repos/{repo}/tests")
-async def test_history_page(request: web.Request) -> web.Response:
-    """One test's outcomes across a repo's builds of one job: `?job=NAME&test=NAME`."""
-    name = request.match_info["repo"]
-    if request.app[CONFIG].repo(name) is None:
-        raise web.HTTPNotFound(text=f"no repo {name!r}")
+async def tests_page(request: web.Request) -> web.Response:
+    """The repo's failing, new, flaky and slowest tests; with `?job=NAME&test=NAME`, one
+    test's outcomes across the repo's builds of that job."""
+    repo = _repo(request)
     job, test = request.query.get("job", ""), request.query.get("test", "")
+    if not job and not test:
+        overview = await tests_overview(request.app[STORE], repo.name, _default_ref(repo))
+        return render(request, "test_overview.html", repo=repo.name,
+                      default_ref=_default_ref(repo), **overview)
     if not job or not test:
-        raise web.HTTPBadRequest(text="both ?job= and ?test= are required")
+        raise error(web.HTTPBadRequest, "both ?job= and ?test= are required")
     runs = [{**vars(r), "finished_at": iso(r.finished_at)}
-            for r in await request.app[STORE].test_history(name, job, test)]
-    return render(request, "tests.html", repo=name, job=job, test=test, runs=runs)
+            for r in await request.app[STORE].test_history(repo.name, job, test)]
+    return render(request, "tests.html", repo=repo.name, job=job, test=test, runs=runs)
 
 
 # -- login and forms ------------------------------------------------------------------
 
 @routes.get("/login")
 async def login_form(request: web.Request) -> web.Response:
-    return render(request, "login.html", error=None, next=_next(request.query.get("next")))
+    return render(request, "login.html", error=None, next=_next(request.query.get("next")),
+                  no_token=request.app[CONFIG].web.token is None)
 
 
 @routes.post("/login")
 async def login(request: web.Request) -> web.Response:
     """A client that gave too many wrong tokens is refused for a while, even the right one:
     otherwise the pause would not slow a guesser down."""
-    form = await request.post()
-    target = _next(str(form.get("next", "/")))
+    form = await _fields(request)
+    target = _next(form.get("next", "/"))
     if wait := throttled(request):
         response = render(request, "login.html", next=target,
                           error=f"Too many wrong tokens: try again in {wait} s.")
         response.set_status(429)
         response.headers["Retry-After"] = str(wait)
         return response
-    if not attempted(request, token_matches(request, str(form.get("token", "")))):
+    if not attempted(request, token_matches(request, form.get("token", ""))):
         response = render(request, "login.html", error="That is not the token.", next=target)
         response.set_status(401)
         return response
@@ -210,9 +277,26 @@ def _next(target: str | None) -> str:
 
 
 async def _form(request: web.Request) -> dict[str, str]:
-    form = {k: str(v) for k, v in (await request.post()).items()}
+    form = await _fields(request)
     check_form(request, form)
     return form
+
+
+async def _fields(request: web.Request) -> dict[str, str]:
+    """A posted form's fields; a body that is no form (a content type without its
+    boundary, an unknown charset, broken multipart) is a 400, never a 500."""
+    try:
+        return {k: str(v) for k, v in (await request.post()).items()}
+    except (ValueError, LookupError, HttpProcessingError) as e:
+        raise web.HTTPBadRequest(text=f"not a form: {e}") from None
+
+
+@routes.get("/builds/{id}/cancel")
+async def cancel_confirm(request: web.Request) -> web.Response:
+    """Cancel asks twice, without JavaScript: the build page's button leads here, and
+    only this page's button cancels."""
+    build = build_json(request, await load_build(request))
+    return render(request, "cancel.html", build=build)
 
 
 @routes.post("/builds/{id}/cancel")
@@ -232,27 +316,26 @@ async def approve_form(request: web.Request) -> web.Response:
 
 @routes.post("/builds/{id}/rebuild")
 async def rebuild_form(request: web.Request) -> web.Response:
-    await _form(request)
-    try:
-        build = await request.app[PLANNER].rebuild(await load_build(request))
-    except PlanError as e:
-        raise web.HTTPUnprocessableEntity(text=str(e)) from None
+    """The whole build again; `failed=1`: its failed jobs; `job=NAME`: that job."""
+    form = await _form(request)
+    names = [form["job"]] if "job" in form else None
+    build = await rebuild_build(request, form.get("failed") == "1", names)
     raise web.HTTPSeeOther(f"/builds/{build.id}")
 
 
 @routes.post("/repos/{repo}/trigger")
 async def trigger_form(request: web.Request) -> web.Response:
+    """A build of the branch asked for; a branch that cannot be built shows the repo's
+    page again, the form holding what was typed and the reason beside it."""
     form = await _form(request)
-    repo = request.app[CONFIG].repo(request.match_info["repo"])
-    if repo is None:
-        raise web.HTTPNotFound(text="no such repo")
+    repo = _repo(request)
     ref = form.get("ref") or None
-    if problem := target_problem(ref, None):
-        raise web.HTTPUnprocessableEntity(text=problem)
     try:
+        if problem := target_problem(ref, None):
+            raise PlanError(problem)
         build = await request.app[PLANNER].manual(repo, ref, None)
     except PlanError as e:
-        raise web.HTTPUnprocessableEntity(text=str(e)) from None
+        return await repo_view(request, repo, str(e), ref or "")
     raise web.HTTPSeeOther(f"/builds/{build.id}")
 
 

@@ -4,6 +4,7 @@ speed of the server. In memory only, and bounded: a brake, not a record."""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -11,6 +12,16 @@ from collections.abc import Callable
 # Wrong tokens a minute before the brake: enough for a script that tries each write of the
 # API with a wrong token on purpose, far too few to guess a token.
 FAILURES = 10
+
+
+def client(address: str) -> str:
+    """Who is counted: an IPv4 address, or an IPv6 /64 (one host may hold all of it).
+    Behind a reverse proxy every client is the proxy's address (README)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
 
 
 class Throttle:
@@ -26,6 +37,7 @@ class Throttle:
 
     def retry_after(self, address: str) -> float:
         """Seconds until `address` may try a token again; 0 when it may now."""
+        address = client(address)
         recent = self._seen.get(address)
         if recent is None:
             return 0.0
@@ -39,6 +51,7 @@ class Throttle:
 
     def attempted(self, address: str, right: bool) -> bool:
         """Count a try of `address`; `right`, so a caller can test and count at once."""
+        address = client(address)
         if right:
             self._seen.pop(address, None)
             return True
