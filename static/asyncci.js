@@ -326,7 +326,8 @@ function setToggle(box, name, on) {
 }
 
 function target() {
-  const id = decodeURIComponent(location.hash.slice(1));
+  let id;
+  try { id = decodeURIComponent(location.hash.slice(1)); } catch (e) { return null; }  // "#%E0"
   return id ? document.getElementById(id) : null;
 }
 

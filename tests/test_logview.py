@@ -16,6 +16,7 @@ import pytest
 
 from asyncci.logs import Logs
 from asyncci.web.logtext import Line, Section, decide, fold, linkify, split_lines
+from asyncci.web.keys import SEARCHES
 from asyncci.web.logview import MATCHES, PAGE_LINES, Ask, LogFile, search, window, window_lines
 from tests.support.gitrepo import GitRepo
 from tests.support.server import Api, api_for, running_server
@@ -208,6 +209,10 @@ async def test_paging_one_jobs_log_leaves_the_others_at_their_end_and_search_lin
                         f"?job={one}&before=-1", f"?job={one}&q=" + "x" * 201):
                 assert "error" in (await page(http, path + bad, 400)).lower()
             assert f'id="j{two}-L1"' in await page(http, f"{path}?job={two}&before=500")
+            searches = server.app[SEARCHES]
+            async with searches, searches:  # two searches already read whole logs
+                busy = await page(http, f"{path}?job={one}&q=line", 503)
+            assert "Too many log searches" in busy
     for html, shown, other in ((end, 20000, 20000), (first, 1, 20000), (later, 1000, 20000),
                                (around, 12340, 20000)):
         assert f'id="j{one}-L{shown}"' in html and f'id="j{two}-L{other}"' in html

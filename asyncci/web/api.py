@@ -296,7 +296,8 @@ async def job_log(request: web.Request) -> web.StreamResponse:
     if job.state.finished:
         response.headers["X-Log-Complete"] = "1"
     response.content_type, response.charset = "text/plain", "utf-8"
-    response.content_length = end - offset
+    if job.state.finished:  # a running job's log may shrink meanwhile (a middle cut)
+        response.content_length = end - offset
     await response.prepare(request)
     if request.method == "HEAD":  # the headers alone: aiohttp sends what is written
         return response

@@ -16,8 +16,8 @@ from ..scheduler import Scheduler
 from ..store import Store
 from . import api, hooks, logview, metrics, pages
 from .auth import check_bearer, load_sessions, may_read
-from .keys import (BACKGROUND, CONFIG, LOGS, PLANNER, POKE, SCHEDULER, SESSIONS, STORE, THROTTLE,
-                   WEBHOOK_READS)
+from .keys import (BACKGROUND, CONFIG, LOGS, PLANNER, POKE, SCHEDULER, SEARCHES, SESSIONS, STORE,
+                   THROTTLE, WEBHOOK_READS)
 from .throttle import Throttle
 
 # GitHub's own cap on webhook deliveries (SPEC §6); larger bodies are answered 413.
@@ -89,6 +89,7 @@ def create_app(
     app[SESSIONS] = {}
     app[THROTTLE] = Throttle()
     app[WEBHOOK_READS] = asyncio.Semaphore(2)
+    app[SEARCHES] = asyncio.Semaphore(2)
     app.on_startup.append(load_sessions)
     app.on_cleanup.append(_cancel_background)
     app.add_routes(api.routes)

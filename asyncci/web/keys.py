@@ -30,3 +30,5 @@ SESSIONS: web.AppKey[dict[str, datetime]] = web.AppKey("sessions")
 THROTTLE = web.AppKey("throttle", Throttle)
 # Webhook bodies read at once: each may be 25 MB before its signature can be checked.
 WEBHOOK_READS = web.AppKey("webhook_reads", asyncio.Semaphore)
+# Log searches at once: each reads a whole log (50 MB: a fifth of a second of a core).
+SEARCHES = web.AppKey("searches", asyncio.Semaphore)

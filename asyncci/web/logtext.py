@@ -220,7 +220,7 @@ def _duration(section: Section, end_ms: int | None) -> str:
     if begun is not None and ended is not None:
         return span(max(0, ended - begun))
     last = section.lines[-1].ms if section.lines else None
-    return f"≥ {span(last - begun)}" if begun is not None and last is not None else ""
+    return f"≥ {span(max(0, last - begun))}" if begun is not None and last is not None else ""
 
 
 def matching(chunks: Iterable[bytes], needle: str, first: int) -> Iterator[tuple[int, str]]:

@@ -23,7 +23,7 @@ from aiohttp import web
 from ..logs import Layout, Logs, Mark, Timeline
 from ..model import JobState
 from .api import error, parse_count, utf8_boundary
-from .keys import LOGS, STORE
+from .keys import LOGS, SEARCHES, STORE
 from .logtext import Line, Shown, decide, fold, last_state, matching, shown, split_lines
 
 routes = web.RouteTableDef()
@@ -200,6 +200,22 @@ class Found:
     more: bool = False
 
 
+async def _search(request: web.Request, job_id: int, query: str) -> Found:
+    """A search in a thread of its own, with a file of its own, a few at once: each reads
+    the whole log, and anyone may ask on a public server."""
+    searches = request.app[SEARCHES]
+    if searches.locked():
+        raise web.HTTPServiceUnavailable(text="Too many log searches at once: try again.",
+                                         headers={"Retry-After": "2"})
+    async with searches:
+        return await asyncio.to_thread(_search_in, request.app[LOGS], job_id, query)
+
+
+def _search_in(logs: Logs, job_id: int, query: str) -> Found:
+    with LogFile(logs, job_id) as log:
+        return search(log, query)
+
+
 def search(log: LogFile, query: str) -> Found:
     """Lines holding `query`, case-insensitive plain text, in the whole log: its head and
     its kept tail, numbered as in the whole log. Run in a thread: a 50 MB log takes a
@@ -307,9 +323,9 @@ async def log_view(request: web.Request, job: dict[str, Any], jobs: int) -> LogV
         # The last section is open where a failed job's last line is or new lines come.
         decide(blocks, ask.line, at_end and (live or state in FAILED),
                log.elapsed(now if live else None) if at_end else None)
-        found = await asyncio.to_thread(search, log, ask.query) if ask.query else None
         next_line = log.lines_before(end) + 1 if live else 0
         began = log.began
+    found = await _search(request, job_id, ask.query) if ask.query else None
     times, wrap = request.query.get("times") == "1", request.query.get("wrap") == "1"
     here = f"#log-{job_id}"
     return LogView(
