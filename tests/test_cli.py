@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from asyncci.cli import DEFAULT_URL, log_lines, parser
 from tests.support.config import make_config
 from tests.support.gitrepo import GitRepo
@@ -169,39 +171,31 @@ def test_trigger_wait_follows_every_job_and_exits_with_the_build_result(
         server.kill()
 
 
-def test_ctrl_c_stops_following_and_leaves_the_build_running(
-    config_for: Callable[..., Path], tmp_path: Path
+@pytest.mark.parametrize("interruption", ["ctrl-c", "server-gone"])
+def test_following_stops_and_the_build_goes_on(
+    config_for: Callable[..., Path], tmp_path: Path, interruption: str
 ) -> None:
+    """Ctrl-C stops following (130) without cancelling the build; a server that goes away
+    is an exit 1 with a message, and its job goes on to be reattached."""
     config = config_for("echo started; sleep 2; echo done")
     server = ServerProcess(config).start()
     try:
         out = tmp_path / "out"
         follower = following(config, out)
         until_sync(lambda: b"started" in out.read_bytes(), 20, "the follower to print the log")
-        follower.send_signal(signal.SIGINT)
-        error = follower.communicate(timeout=10)[1].decode()
-        assert follower.returncode == 130 and f"build 1 goes on: {server.url}/builds/1" in error
+        if interruption == "ctrl-c":
+            follower.send_signal(signal.SIGINT)
+        else:
+            server.kill()
+        error = follower.communicate(timeout=30)[1].decode()
+        if interruption == "ctrl-c":
+            assert follower.returncode == 130 and f"build 1 goes on: {server.url}/builds/1" in error
+        else:
+            assert follower.returncode == 1
+            assert f"cannot reach {server.url}" in error and "while following build 1" in error
+            server.start()
         until_sync(lambda: server.get("/api/builds/1")["state"] == "passed", 20, "passed")
         assert server.get("/api/jobs/1/log").endswith(b"done\n")  # never cancelled
-    finally:
-        server.kill()
-
-
-def test_following_a_server_that_goes_away_exits_1_and_the_build_survives(
-    config_for: Callable[..., Path], tmp_path: Path
-) -> None:
-    config = config_for("echo started; sleep 2; echo done")
-    server = ServerProcess(config).start()
-    try:
-        out = tmp_path / "out"
-        follower = following(config, out)
-        until_sync(lambda: b"started" in out.read_bytes(), 20, "the follower to print the log")
-        server.kill()
-        error = follower.communicate(timeout=30)[1].decode()
-        assert follower.returncode == 1
-        assert f"cannot reach {server.url}" in error and "while following build 1" in error
-        server.start()  # the job went on meanwhile and is reattached
-        until_sync(lambda: server.get("/api/builds/1")["state"] == "passed", 20, "passed")
     finally:
         server.kill()
 
