@@ -46,8 +46,8 @@ def wrk(url: str, seconds: int, connections: int = 2) -> tuple[float, str, str]:
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
                          capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
-    p50 = re.search(r"50%\s+(\S+)", out)[1]  # type: ignore[index]
-    p99 = re.search(r"99%\s+(\S+)", out)[1]  # type: ignore[index]
+    p50 = re.search(r"^\s*50%\s+(\S+)", out, re.M)[1]  # type: ignore[index]
+    p99 = re.search(r"^\s*99%\s+(\S+)", out, re.M)[1]  # type: ignore[index]
     return rate, p50, p99
 
 
