@@ -648,12 +648,14 @@ class Store:
         return ActiveJob(_job_from(row), _build_from(build))
 
     async def drop_cancelled(self, job_id: int) -> None:
-        """queued with a pending cancel → cancelled: a job an older release left so."""
+        """At a restart: such a job may never be claimed (no host takes it), so waiting
+        for claim_job to end it could leave its build open for good."""
         async with self._lock, self._tx():
             await self._drop_cancelled(job_id, iso(utcnow()))
 
     async def _drop_cancelled(self, job_id: int, now: str | None) -> None:
-        """queued with a pending cancel → cancelled (left so by an older release)."""
+        """queued with a pending cancel → cancelled: an older release re-queued jobs
+        somebody had stopped, and claim_job refuses them."""
         row = await self._one(
             "UPDATE jobs SET state = 'cancelled', finished_at = ?, cancel_requested = 0"
             " WHERE id = ? AND state = 'queued' AND cancel_requested = 1"
