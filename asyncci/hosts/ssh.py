@@ -150,7 +150,9 @@ class SSHHost:
                 self._set(HostState.OFFLINE, "connection lost")
         finally:
             if self._conn is not None:
-                self._conn.close()
+                # The server stops: jobs go on, detached, and a command in flight (a kill
+                # that waits for its attempt to end) must not hold the stop up.
+                self._conn.abort()
                 await self._conn.wait_closed()
 
     async def _prepare(self, conn: asyncssh.SSHClientConnection) -> None:
