@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import io
 import logging
 import os
 import shutil
@@ -13,6 +14,7 @@ import signal
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from .web.app import create_app
 
 log = logging.getLogger(__name__)
 RETENTION_EVERY_S = 3600.0
+STOP_WAIT_S = 10.0
 PR_SET_DUMPABLE = 4
 ROOT_WARNING = ("warning: asyncci runs as root: a job unconfined on a local host can read"
                 " the server's memory and files; run it, and the hosts' jobs, as an"
@@ -92,25 +95,43 @@ class Server:
             log.info("%s", banner(self.config))
             await self.scheduler.recover()
             self.ready.set()
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self.scheduler.run(), name="scheduler"),
-                         group.create_task(self._expire_logs(), name="retention")]
-                tasks += [group.create_task(p.run(), name=f"poll {n}")
-                          for n, p in self.pollers.items()]
-                tasks += [group.create_task(h.maintain(), name=f"host {n}")
-                          for n, h in self.scheduler.hosts.items()]
-                tasks += [group.create_task(Cron(r, self.planner).run(), name=f"cron {r.name}")
-                          for r in self.config.repos if r.schedule]
-                if self.config.github is not None:
-                    reporter = GitHubReporter(self.config, self.store)
-                    tasks.append(group.create_task(reporter.run(), name="github"))
-                await stop.wait()
-                log.info("stopping; running jobs go on and are reattached at the next start")
-                for task in tasks:
-                    task.cancel()
+            await self._serve(stop)
         finally:
             await runner.cleanup()
             await self.store.close()
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        """Run every part until `stop` (or until one fails, which stops the rest and is
+        raised). Stopping waits STOP_WAIT_S at most: a part that does not end by then is
+        logged, with where it waits, rather than holding the stop up (SPEC §1: a few
+        seconds)."""
+        parts = {"scheduler": self.scheduler.run(), "retention": self._expire_logs()}
+        parts |= {f"poll {n}": p.run() for n, p in self.pollers.items()}
+        parts |= {f"host {n}": h.maintain() for n, h in self.scheduler.hosts.items()}
+        parts |= {f"cron {r.name}": Cron(r, self.planner).run()
+                  for r in self.config.repos if r.schedule}
+        if self.config.github is not None:
+            parts["github"] = GitHubReporter(self.config, self.store).run()
+        tasks = [asyncio.create_task(work, name=name) for name, work in parts.items()]
+        stopped = asyncio.create_task(stop.wait())
+        pending: set[asyncio.Task[Any]] = {*tasks, stopped}
+        failed: list[BaseException] = []
+        try:
+            while stopped in pending and not failed:  # a part may end by itself (a probe)
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                failed = [e for t in done if not t.cancelled() and (e := t.exception())]
+        finally:
+            log.info("stopping; running jobs go on and are reattached at the next start")
+            for task in [*tasks, stopped]:
+                task.cancel()
+            _, left = await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+            for task in left:
+                where = io.StringIO()
+                task.print_stack(file=where)
+                log.warning("stopping: %s did not end within %gs:\n%s", task.get_name(),
+                            STOP_WAIT_S, where.getvalue())
+        if failed:
+            raise failed[0]
 
     async def _expire_logs(self) -> None:
         while True:

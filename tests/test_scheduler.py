@@ -4,6 +4,7 @@ as they were."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import sqlite3
 from collections.abc import Callable
@@ -240,3 +241,27 @@ async def test_a_log_that_refuses_asynccis_notes_changes_no_verdict(
         hosts = (await api.get("/api/hosts"))["hosts"]
     assert (done["state"], done["jobs"][0]["attempt"]) == ("failed", 1)
     assert [h["busy"] for h in hosts] == [0]
+
+
+async def test_a_part_that_will_not_stop_does_not_hold_the_server_up(
+    config_for: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SPEC §1: a stop takes a few seconds; a part stuck past STOP_WAIT_S is logged with
+    where it waits, and the server stops all the same."""
+    release = asyncio.Event()
+
+    async def stubborn(self: Any) -> None:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue
+
+    monkeypatch.setattr("asyncci.server.STOP_WAIT_S", 0.5)
+    monkeypatch.setattr("asyncci.triggers.poller.Poller.run", stubborn)
+    async with running_server(config_for()):
+        pass
+    release.set()
+    assert "stopping: poll demo did not end within 0.5s" in caplog.text
+    assert "stubborn" in caplog.text
