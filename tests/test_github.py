@@ -15,7 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from asyncci.config import load_config
 from asyncci.server import Server
+from asyncci.store import Store
 from tests.support.config import make_config
 from tests.support.github import FakeGitHub, fake_github, payload, signed
 from tests.support.gitrepo import GitRepo
@@ -79,8 +81,7 @@ async def test_a_signed_push_makes_one_build_however_often_it_arrives(
             assert status == 202
         await deliver(api, "push", body, "another-delivery")
         await until(lambda: builds(api), 10, "the build")
-        await server.pollers["demo"].poll()  # the poller sees the same push
-        await asyncio.sleep(0.2)
+        await server.pollers["demo"].poll()  # the poller sees the same push, and is done
         [build] = await builds(api)
         assert (build["sha"], build["event"], build["ref"]) == (repo.head(), "push", "refs/heads/main")
         assert build["message"] == "pushed"
@@ -232,11 +233,19 @@ async def test_statuses_not_acknowledged_before_a_crash_are_sent_after_it(
             github.failures = []
             await asyncio.to_thread(server.start)
             await until(lambda: len(github.statuses) >= 3, 20, "the statuses")
-            await asyncio.sleep(1.5)  # nothing more comes
+            await until(lambda: _outbox_empty(server), 20, "an empty outbox: nothing more comes")
         finally:
             server.kill()
     assert github.contexts() == [("asyncci/build", "pending"), ("asyncci/build", "pending"),
                                  ("asyncci/build", "success")]
+
+
+async def _outbox_empty(server: ServerProcess) -> bool:
+    store = await Store.open(load_config(server.config).server.data_dir / "asyncci.db")
+    try:
+        return not await store.pending_outbox()
+    finally:
+        await store.close()
 
 
 async def _finished(server: ServerProcess, build_id: int) -> bool:
