@@ -129,7 +129,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{config.path}: ok; {len(config.hosts)} host(s), {len(config.repos)} repo(s)")
         from .server import check
 
-        raise SystemExit(0 if asyncio.run(check(config)) else 1)
+        findings = asyncio.run(check(config))
+        for finding in findings:
+            print(finding.line)
+        raise SystemExit(0 if all(f.ok for f in findings) else 1)
     else:
         url = server_url(args.url, args.config)
         runner = _trigger(url, args) if args.command == "trigger" else _status(url)

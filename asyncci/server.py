@@ -14,7 +14,7 @@ import signal
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from datetime import timedelta
 from pathlib import Path
 
@@ -205,39 +205,42 @@ def stranded(repo: RepoConfig, hosts: Sequence[HostConfig]) -> str | None:
             " (give a host those labels, or take them off the repo)")
 
 
-async def reach(repo: RepoConfig) -> tuple[bool, str]:
-    """Whether the repo answers `git ls-remote`, and a line saying how many branches it
-    has or git's words. The mirror is a throwaway: `check` touches nothing the server
-    keeps."""
+class Finding(NamedTuple):
+    """One line of `asyncci check`'s answer; a finding not `ok` fails the check."""
+
+    line: str
+    ok: bool
+
+
+async def reach(repo: RepoConfig) -> Finding:
+    """Whether the repo answers `git ls-remote`: how many branches it has, or git's words.
+    The mirror is a throwaway: `check` touches nothing the server keeps."""
     with tempfile.TemporaryDirectory() as scratch:
         try:
             heads = await Mirror(Path(scratch) / f"{repo.name}.git", repo.url).ls_remote()
         except (GitError, OSError) as e:
-            return False, f"repo {repo.name}: FAILED: {e}"
-    return True, f"repo {repo.name}: ok; {len(heads)} branch(es)"
+            return Finding(f"repo {repo.name}: FAILED: {e}", False)
+    return Finding(f"repo {repo.name}: ok; {len(heads)} branch(es)", True)
 
 
-async def check(config: Config) -> bool:
-    """Print what each host has (git, bash, how it confines jobs, slots, labels), whether
-    each repo answers `git ls-remote`, and which repos need labels no host has; False if
-    anything fails."""
-    ok = True
-    if os.geteuid() == 0:
-        print(ROOT_WARNING)
-    for host_config in config.hosts:
-        try:
-            host = make_host(host_config)
-            versions = await host.probe()
-        except Exception as e:  # noqa: BLE001 - every failure is one line for the user
-            print(f"{host_config.name}: FAILED: {e}")
-            ok = False
-            continue
-        print(f"{host.name}: ok; {versions}; slots={host.slots}"
-              f" labels=[{', '.join(sorted(host.labels))}]")
-    reached = await asyncio.gather(*map(reach, config.repos))
-    for repo, (fine, line) in zip(config.repos, reached):
-        print(line)
+async def probe(host_config: HostConfig) -> Finding:
+    """What the host has: git, bash, how it confines jobs, slots, labels."""
+    try:
+        host = make_host(host_config)
+        versions = await host.probe()
+    except Exception as e:  # noqa: BLE001 - every failure is one line for the user
+        return Finding(f"{host_config.name}: FAILED: {e}", False)
+    return Finding(f"{host.name}: ok; {versions}; slots={host.slots}"
+                   f" labels=[{', '.join(sorted(host.labels))}]", True)
+
+
+async def check(config: Config) -> list[Finding]:
+    """Every host probed, every repo reached, and the repos whose labels no host has: a
+    finding each, for the CLI to print."""
+    found = [Finding(ROOT_WARNING, True)] if os.geteuid() == 0 else []
+    found += [await probe(h) for h in config.hosts]
+    for repo, reached in zip(config.repos, await asyncio.gather(*map(reach, config.repos))):
+        found.append(reached)
         if problem := stranded(repo, config.hosts):
-            print(problem)
-        ok = ok and fine and problem is None
-    return ok
+            found.append(Finding(problem, False))
+    return found
