@@ -15,7 +15,6 @@ from typing import Any
 from aiohttp import web
 
 from ..model import Build, JobState, utcnow
-from .api import FAILED_STATES
 from .keys import SCHEDULER, STORE
 
 Json = Mapping[str, Any]
@@ -162,6 +161,6 @@ async def build_summary(request: web.Request, loaded: Build, build: Json) -> dic
         "failing_count": len(failing),
         "progress": progress(build, last),
         "rebuilt_as": await store.rebuilds_of(loaded.id),
-        "failed_jobs": sum(j["state"] in FAILED_STATES for j in jobs),
+        "failed_jobs": sum(JobState(j["state"]).unsuccessful for j in jobs),
         "open_states": OPEN,
     }
