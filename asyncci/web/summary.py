@@ -19,9 +19,8 @@ from .keys import SCHEDULER, STORE
 
 Json = Mapping[str, Any]
 # Failed jobs first (SPEC: the reader came for them), then what is still to come.
-RANK = {"failed": 0, "timed out": 0, "errored": 0, "cancelled": 1, "running": 2, "queued": 3,
-        "passed": 4}
-OPEN = {"failed", "timed out", "errored", "running"}  # job sections shown unfolded
+AFTER_FAILED = (JobState.CANCELLED, JobState.RUNNING, JobState.QUEUED, JobState.PASSED)
+OPEN = frozenset(s for s in JobState if s.failed or s is JobState.RUNNING)  # shown unfolded
 MATRIX_FAILURES = 50  # failing tests listed at the top; the rest are counted
 
 
@@ -42,6 +41,10 @@ def seconds_between(start: str | datetime | None, end: str | datetime | None) ->
     begin = datetime.fromisoformat(start) if isinstance(start, str) else start
     stop = utcnow() if end is None else datetime.fromisoformat(end) if isinstance(end, str) else end
     return (stop - begin).total_seconds()
+
+
+def rank(state: JobState) -> int:
+    return 0 if state.failed else 1 + AFTER_FAILED.index(state)
 
 
 def word(item: Json) -> str:
@@ -96,7 +99,7 @@ def job_rows(jobs: Sequence[Json], places: Mapping[int, tuple[str, str]],
              "bar": bar(seconds_between(j["started_at"], None), usual.get(j["name"]))
              if j["state"] == JobState.RUNNING else None}
             for j in jobs]
-    return sorted(rows, key=lambda r: (RANK.get(r["word"], 5), r["job"]["id"]))
+    return sorted(rows, key=lambda r: (rank(JobState(r["job"]["state"])), r["job"]["id"]))
 
 
 def matrix_failures(jobs: Sequence[Json]) -> list[dict[str, Any]]:
