@@ -15,10 +15,10 @@ from aiohttp import web
 
 from ..model import Event, JobState
 from ..store import BuildTime
+from .durations import seconds_between, span
 from .keys import CONFIG, SCHEDULER, STORE
 from .params import MAX_REF_BYTES, error, parse_count
 from .shapes import build_json
-from .summary import seconds_between, span
 
 PAGE = 25  # builds a list shows at once
 # Ids a page looks through when filters of two kinds combine (repo or branch, state,

@@ -25,12 +25,13 @@ from .actions import (QUEUE_MAX_OFFSET, QUEUE_PAGE, approve_build, load_build, l
                       rebuild_build, waiting_jobs)
 from .auth import (COOKIE, SESSION_S, attempted, check_form, csrf_token, end_session, has_session,
                    may_read, start_session, throttled, token_matches)
+from .durations import ago, duration, span
 from .keys import CONFIG, PLANNER, SCHEDULER, STORE
 from .listing import STRIP, BuildFilter, builds_page, ref_label, strip
 from .logview import log_view
 from .params import error, parse_count, target_problem
 from .shapes import artifacts_json, build_json, host_json, tests_json
-from .summary import build_summary, seconds_between, span, word
+from .summary import build_summary, word
 from .testpage import tests_overview
 
 routes = web.RouteTableDef()
@@ -41,21 +42,6 @@ def resource_dir(name: str) -> Path:
     the top of the repository in a checkout."""
     packaged = Path(__file__).resolve().parent.parent / name
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / name
-
-
-def ago(value: str | None) -> str:
-    seconds = seconds_between(value or None, None)
-    if seconds is None:
-        return ""
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit} ago"
-    return f"{max(0, int(seconds))} s ago"
-
-
-def duration(start: str | None, end: str | None) -> str:
-    seconds = seconds_between(start, end)
-    return "" if seconds is None else span(seconds)
 
 
 TEMPLATES = jinja2.Environment(

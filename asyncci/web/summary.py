@@ -9,12 +9,12 @@ here reads a log.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from ..model import Build, JobState, utcnow
+from ..model import Build, JobState
+from .durations import seconds_between, span
 from .keys import SCHEDULER, STORE
 
 Json = Mapping[str, Any]
@@ -22,25 +22,6 @@ Json = Mapping[str, Any]
 AFTER_FAILED = (JobState.CANCELLED, JobState.RUNNING, JobState.QUEUED, JobState.PASSED)
 OPEN = frozenset(s for s in JobState if s.failed or s is JobState.RUNNING)  # shown unfolded
 MATRIX_FAILURES = 50  # failing tests listed at the top; the rest are counted
-
-
-def span(seconds: float) -> str:
-    """`26 s`, `3 min 05 s`, `2 h 04 min`: a duration as a person reads it."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-def seconds_between(start: str | datetime | None, end: str | datetime | None) -> float | None:
-    """Seconds from `start` to `end` (now when None); None when it never started."""
-    if start is None:
-        return None
-    begin = datetime.fromisoformat(start) if isinstance(start, str) else start
-    stop = utcnow() if end is None else datetime.fromisoformat(end) if isinstance(end, str) else end
-    return (stop - begin).total_seconds()
 
 
 def rank(state: JobState) -> int:
