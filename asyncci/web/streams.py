@@ -107,14 +107,14 @@ async def _stream(request: web.Request, response: web.StreamResponse, job: Job,
         if data:
             data = data[: utf8_boundary(data)] or data
             offset += len(data)
-            await response.write(_sse("log", data.decode(errors="replace"), offset))
+            await response.write(sse_event("log", data.decode(errors="replace"), offset))
             continue
         current = await store.get_job(job.id)
         if current is not None and current.state.finished and offset >= logs.size(job.id):
             build = await store.get_build(job.build_id)
             assert build is not None
             state = json.dumps(job_json(build, current, request.app[SCHEDULER]))
-            await response.write(_sse("state", state, None))
+            await response.write(sse_event("state", state, None))
             break
         if not await _wait(logs, job.id, offset):
             await response.write(b": keepalive\n\n")
@@ -125,7 +125,9 @@ async def _wait(logs: Any, job_id: int, offset: int) -> bool:
     return bool(logs.size(job_id) > offset or logs.is_closed(job_id))
 
 
-def _sse(event: str, text: str, event_id: int | None) -> bytes:
+def sse_event(event: str, text: str, event_id: int | None) -> bytes:
+    """One event. SSE ends a line at `\r\n`, `\r` or `\n`, so each line of `text` is a
+    `data:` line of its own and the client joins them with `\n`."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     head = f"event: {event}\n" + (f"id: {event_id}\n" if event_id is not None else "")
     return (head + "".join(f"data: {line}\n" for line in lines) + "\n").encode()
