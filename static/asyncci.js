@@ -5,7 +5,7 @@
 
 const COLOURS = ["black", "red", "green", "yellow", "blue", "magenta", "cyan", "white"];
 const ESCAPES = /\x1b\[([0-9;?]*)([A-Za-z])|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]/g;
-// The same rules as asyncci/web/logview.py.
+// The same rules as asyncci/web/logtext.py.
 const ADDRESS = /https?:\/\/[^\s<>"'`]*[^\s<>"'`.,;:!?)\]}]/g;
 const HEADER = /^(?:(---|\+\+\+|~~~) (.*\S.*)|::group::(.*))$/;
 const ENDGROUP = "::endgroup::";

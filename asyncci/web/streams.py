@@ -190,9 +190,9 @@ async def _news(request: web.Request, wanted: dict[int, int]) -> dict[str, dict[
     return answer
 
 
-def _skip(log: LogFile) -> tuple[int, int]:
+def _skip(file: LogFile) -> tuple[int, int]:
     """Where the last FEED_CHUNK of the log begins, at a line, and that line's number."""
-    with log:
-        offset = max(0, log.size - FEED_CHUNK)
-        offset += log.read(offset, log.size).find(b"\n") + 1 if offset else 0
-        return offset, log.lines_before(offset) + 1
+    with file:
+        offset = max(0, file.size - FEED_CHUNK)
+        offset += file.read(offset, file.size).find(b"\n") + 1 if offset else 0
+        return offset, file.lines_before(offset) + 1
