@@ -26,6 +26,18 @@ class JobState(StrEnum):
     def finished(self) -> bool:
         return self not in (JobState.QUEUED, JobState.RUNNING)
 
+    @property
+    def failed(self) -> bool:
+        """Something went wrong: its script failed, or asyncci could not run it. A reader
+        comes for these; a cancelled job is not one, nothing went wrong there."""
+        return self in (JobState.FAILED, JobState.ERRORED)
+
+    @property
+    def unsuccessful(self) -> bool:
+        """Ended short of passing (failed, errored or cancelled): what "rebuild failed
+        jobs" runs again."""
+        return self.finished and self is not JobState.PASSED
+
 
 class Event(StrEnum):
     PUSH = "push"
@@ -333,3 +345,22 @@ def redact_url(url: str) -> str:
     """`url` with its userinfo (`bot:TOKEN@`) replaced by `***`, so a credential in a
     repo's URL is never shown. Also works on text that quotes URLs, such as git's errors."""
     return _USERINFO.sub(r"\1***@", url)
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """A host as the web shows it, taken from the scheduler at one moment: the web reads
+    this, never a host object."""
+
+    name: str
+    state: HostState  # DRAINING: online, taking no new jobs
+    slots: int
+    busy: int
+    labels: tuple[str, ...]
+    last_error: str | None
+    latency_ms: float | None
+    confines: str  # how it confines jobs, in words
+
+    @property
+    def up(self) -> bool:
+        return self.state in (HostState.ONLINE, HostState.DRAINING)

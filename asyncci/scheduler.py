@@ -23,8 +23,8 @@ from .config import Config, HostConfig, RepoConfig
 from .fairqueue import FairQueue, HostView, QueuedJob, Share, Waiting
 from .hosts.base import Collected, Host, HostLost, JobRun, Outcome
 from .logs import JobLog, Logs
-from .model import (Approval, Build, Capability, Confinement, HostState, Job, JobSpec, JobState,
-                    counted, utcnow)
+from .model import (Approval, Build, Capability, Confinement, HostState, HostStatus, Job, JobSpec,
+                    JobState, counted, utcnow)
 from .store import ActiveJob, Enqueued, Store
 
 log = logging.getLogger(__name__)
@@ -200,6 +200,12 @@ class Scheduler:
 
     def busy(self, host: Host) -> int:
         return host.slots - len(self._free[host.name])
+
+    def host_statuses(self) -> list[HostStatus]:
+        """Every host as the web shows it, in the config's order."""
+        return [HostStatus(h.name, self.host_state(h), h.slots, self.busy(h),
+                           tuple(sorted(h.labels)), h.last_error, h.latency_ms, h.abilities)
+                for h in self.hosts.values()]
 
     def waiting(self, offset: int = 0, limit: int | None = None) -> list[Waiting]:
         """A page of the queue in pick order, with each job's position and reason."""

@@ -5,7 +5,7 @@
 
 const COLOURS = ["black", "red", "green", "yellow", "blue", "magenta", "cyan", "white"];
 const ESCAPES = /\x1b\[([0-9;?]*)([A-Za-z])|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]/g;
-// The same rules as asyncci/web/logview.py.
+// The same rules as asyncci/web/logtext.py.
 const ADDRESS = /https?:\/\/[^\s<>"'`]*[^\s<>"'`.,;:!?)\]}]/g;
 const HEADER = /^(?:(---|\+\+\+|~~~) (.*\S.*)|::group::(.*))$/;
 const ENDGROUP = "::endgroup::";
@@ -69,14 +69,14 @@ function ansiNodes(text) {
 
 const lastState = (text) => text.replace(/\r+$/, "").split("\r").pop();
 
-function clock(ms) {  // as logview.clock
+function clock(ms) {  // as web/durations.py clock
   if (ms === null) return "";
   const s = Math.floor(ms / 1000), two = (n) => String(n).padStart(2, "0");
   return s >= 3600 ? `${Math.floor(s / 3600)}:${two(Math.floor(s / 60) % 60)}:${two(s % 60)}`
     : `${Math.floor(s / 60)}:${two(s % 60)}`;
 }
 
-function span(ms) {  // as logview.span
+function span(ms) {  // as web/durations.py span (of ms / 1000)
   if (ms < 10000) return (ms / 1000).toFixed(1) + "s";
   const s = Math.floor(ms / 1000), two = (n) => String(n).padStart(2, "0");
   if (s < 60) return s + "s";

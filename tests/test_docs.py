@@ -69,10 +69,11 @@ def test_the_example_loads_as_shipped() -> None:
 
 
 def test_every_spec_route_is_served() -> None:
-    from asyncci.web import api, hooks, pages
+    from asyncci.web import api, hooks, pages, streams
 
     served = {(r.method, re.sub(r"\{(\w+):[^}]+\}", r"{\1}", r.path))  # {path:.+} → {path}
-              for m in (api, hooks, pages) for r in m.routes}  # type: ignore[attr-defined]
+              for m in (api, hooks, pages, streams)
+              for r in m.routes}
     assert set(ROUTES) <= served
     if SPEC.exists():
         spec_routes = set(re.findall(r"`(GET|POST) (/(?:api|hooks|healthz)[^` ?]*)", SPEC.read_text()))

@@ -11,7 +11,8 @@ from typing import Any
 from asyncci.model import Build, Event, JobSpec, JobState, TestOutcome, TestResult, utcnow
 from asyncci.store import MIGRATIONS, BuildRequest, BuildTime, ResultJob, Store
 from asyncci.web.listing import strip
-from asyncci.web.summary import bar, job_rows, matrix_failures, progress, span, word
+from asyncci.web.durations import span
+from asyncci.web.summary import bar, job_rows, matrix_failures, progress, word
 from asyncci.web.testpage import flaky, new_failures
 
 FAILED = TestOutcome.FAILED
@@ -36,7 +37,7 @@ def test_timeouts_and_cancels_have_their_own_words() -> None:
     assert word(job(3, "cancelled", reason="cancelled by a user")) == "cancelled"
     assert word({"state": "failed", "jobs": [timed_out, job(4, "passed")]}) == "timed out"
     assert word({"state": "failed", "jobs": [timed_out, job(5, "failed")]}) == "failed"
-    assert [span(s) for s in (0, 26, 65, 7500)] == ["0 s", "26 s", "1 min 05 s", "2 h 05 min"]
+    assert [span(s) for s in (0, 26, 65, 7500)] == ["0.0s", "26s", "1m 05s", "2h 05m"]
 
 
 def test_the_summary_puts_failures_first_and_counts_a_test_once_across_a_matrix() -> None:
@@ -62,8 +63,9 @@ def test_progress_measures_against_the_last_passing_build() -> None:
     last = Build(7, "r", "refs/heads/main", "a" * 40, Event.PUSH, JobState.PASSED, now,
                  started_at=now - timedelta(seconds=70), finished_at=now - timedelta(seconds=10))
     shown = progress(running, last)
-    assert shown is not None and shown["text"] == "running for 26 s"
-    assert shown["eta"] == "about 34 s left" and shown["last"] == 7
+    assert shown is not None and shown["text"] == "running for 26s"
+    # 33.99… s left: whole seconds are counted as a stopwatch counts them, not rounded up.
+    assert shown["eta"] == "about 33s left" and shown["last"] == 7
     assert progress({**running, "finished_at": now.isoformat()}, last) is None
     assert shown["bar"] == (26.0, 60.0)
     assert progress(running, None)["bar"] is None  # type: ignore[index]
@@ -94,7 +96,7 @@ def test_the_strip_is_drawn_oldest_first_and_cancelled_builds_do_not_count() -> 
     drawn = strip(times)
     assert [(b["id"], b["height"], b["x"]) for b in drawn["bars"]] == [(1, 32, 0), (2, 16, 8),
                                                                        (3, 2, 16)]
-    assert (drawn["passed"], drawn["judged"], drawn["usual"]) == (1, 2, "20 s")
+    assert (drawn["passed"], drawn["judged"], drawn["usual"]) == (1, 2, "20s")
     assert strip([])["bars"] == []
 
 

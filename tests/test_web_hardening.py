@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from asyncci.model import redact_url
 from asyncci.web import app as web_app
-from asyncci.web.api import target_problem
+from asyncci.web.params import target_problem
 from asyncci.web.auth import COOKIE
 from asyncci.web.throttle import Throttle
 from tests.support.github import fake_github, signed
@@ -259,7 +259,7 @@ def test_good_ref_names_pass() -> None:
 async def test_a_reader_leaving_a_live_log_is_no_error(
     config_for: Callable[..., Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="asyncci.web.api")
+    caplog.set_level(logging.DEBUG, logger="asyncci.web.streams")
     script = 'for i in $(seq 1 1000); do echo "line $i"; sleep 0.02; done'
     async with serving(config_for(script)) as api:
         build = (await api.call("POST", "/api/repos/demo/builds", {}))[1]
@@ -275,7 +275,7 @@ async def test_a_reader_leaving_a_live_log_is_no_error(
 async def test_a_reader_leaving_a_download_is_no_error(
     config_for: Callable[..., Path], repo: GitRepo, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="asyncci.web.api")
+    caplog.set_level(logging.DEBUG, logger="asyncci.web.streams")
     # Bigger than what the sockets between server and client can hold.
     pipeline = ('[[jobs]]\nname = "big"\nscript = "truncate -s 32M big.bin"\n'
                 'artifacts = ["big.bin"]\n')

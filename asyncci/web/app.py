@@ -14,7 +14,7 @@ from ..logs import Logs
 from ..planner import Planner
 from ..scheduler import Scheduler
 from ..store import Store
-from . import api, hooks, logview, metrics, pages
+from . import api, hooks, metrics, pages, streams
 from .auth import check_bearer, load_sessions, may_read
 from .keys import (BACKGROUND, CONFIG, LOGS, PLANNER, POKE, SCHEDULER, SEARCHES, SESSIONS, STORE,
                    THROTTLE, WEBHOOK_READS)
@@ -96,7 +96,7 @@ def create_app(
     app.add_routes(hooks.routes)
     app.add_routes(metrics.routes)
     app.on_response_prepare.append(_security_headers)
-    app.add_routes(logview.routes)
+    app.add_routes(streams.routes)
     app.add_routes(pages.routes)
     app.router.add_static("/static", pages.resource_dir("static"))
     return app

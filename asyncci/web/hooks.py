@@ -23,9 +23,9 @@ from gidgethub.sansio import validate_event
 from ..config import RepoConfig, branch_matches
 from ..model import Event
 from ..planner import Commit, PlanError
-from .api import error
 from .auth import require_token
 from .keys import BACKGROUND, CONFIG, PLANNER, POKE, SCHEDULER, WEBHOOK_READS
+from .params import error
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()

@@ -15,9 +15,10 @@ from aiohttp import web
 
 from ..model import Event, JobState
 from ..store import BuildTime
-from .api import MAX_REF_BYTES, build_json, error, parse_count
-from .keys import STORE
-from .summary import seconds_between, span
+from .durations import seconds_between, span
+from .keys import CONFIG, SCHEDULER, STORE
+from .params import MAX_REF_BYTES, error, parse_count
+from .shapes import build_json
 
 PAGE = 25  # builds a list shows at once
 # Ids a page looks through when filters of two kinds combine (repo or branch, state,
@@ -107,7 +108,8 @@ async def builds_page(request: web.Request, chosen: BuildFilter
     builds = await store.list_builds(
         repo=chosen.repo or None, state=chosen.state or None, ref=chosen.ref,
         event=chosen.event or None, before=chosen.before, after=floor, limit=PAGE + 1)
-    shown = [build_json(request, b) for b in builds[:PAGE]]
+    scheduler, url = request.app[SCHEDULER], request.app[CONFIG].server.public_url
+    shown = [build_json(b, scheduler, url) for b in builds[:PAGE]]
     if len(builds) > PAGE:
         return shown, Pager(chosen.query(before=builds[PAGE - 1].id))
     if floor:

@@ -15,6 +15,7 @@ from html import escape, unescape
 from markupsafe import Markup
 
 from .ansi import ansi_to_html
+from .durations import clock, span
 
 _HEADER = re.compile(r"(---|\+\+\+|~~~) (.*\S.*)|::group::(.*)")
 _ENDGROUP = "::endgroup::"
@@ -151,26 +152,6 @@ def fold(lines: list[Line]) -> list[Block]:
     return blocks
 
 
-def span(ms: int) -> str:
-    """A duration as people read it: 0.4s, 12s, 3m 05s, 1h 02m."""
-    if ms < 10_000:
-        return f"{ms / 1000:.1f}s"
-    seconds = ms // 1000
-    if seconds < 3600:
-        return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-    return f"{seconds // 3600}h {seconds // 60 % 60:02d}m"
-
-
-def clock(ms: int | None) -> str:
-    """A line's time since the log began, as a stopwatch shows it: 1:05, 1:02:03."""
-    if ms is None:
-        return ""
-    seconds = ms // 1000
-    if seconds >= 3600:
-        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-    return f"{seconds // 60}:{seconds % 60:02d}"
-
-
 def _html(text: str) -> str:
     """Log text as HTML: escaped by ansi_to_html, colours as spans, addresses as links. A
     printable line (most are) has no escape sequence for it to read: escaping it is all,
@@ -218,9 +199,9 @@ def _duration(section: Section, end_ms: int | None) -> str:
     begun = section.header.ms
     ended = section.end_ms if section.end_ms is not None or section.ended else end_ms
     if begun is not None and ended is not None:
-        return span(max(0, ended - begun))
+        return span((ended - begun) / 1000)
     last = section.lines[-1].ms if section.lines else None
-    return f"≥ {span(max(0, last - begun))}" if begun is not None and last is not None else ""
+    return f"≥ {span((last - begun) / 1000)}" if begun is not None and last is not None else ""
 
 
 def matching(chunks: Iterable[bytes], needle: str, first: int) -> Iterator[tuple[int, str]]:

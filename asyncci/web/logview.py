@@ -1,4 +1,4 @@
-"""One job's log on its build page, and the live feed the page's script follows.
+"""One job's log on its build page: a window of it, or a search in it.
 
 A page shows a window of a log (logtext makes its lines and sections): whole lines,
 numbered as in the whole log, each with the time it arrived. Numbers and times come from
@@ -22,11 +22,10 @@ from aiohttp import web
 
 from ..logs import Layout, Logs, Mark, Timeline
 from ..model import JobState
-from .api import error, parse_count, utf8_boundary
-from .keys import LOGS, SEARCHES, STORE
+from .keys import LOGS, SEARCHES
 from .logtext import Line, Shown, decide, fold, last_state, matching, shown, split_lines
+from .params import error, parse_count
 
-routes = web.RouteTableDef()
 # What a page shows of a log at once, in bytes and in lines (a line costs ~10 µs to
 # show): a 50 MB log is never one page. A build of many jobs shares it out, each job at
 # least MIN_LINES, and the job the address names gets it all.
@@ -35,12 +34,6 @@ CONTEXT = 5  # lines shown above a line that a link points at
 MATCHES = 1000  # lines a search lists at most
 MAX_QUERY = 200
 SHOWN = 500  # characters of a matching line shown in a search's list
-FEED_CHUNK = 1 << 18  # bytes of one job's log in one answer of the feed
-FEED_TOTAL = 1 << 20  # and of all jobs': a page that fell behind catches up in a few
-FEED_BEHIND = 4 << 20  # a reader this far behind skips to the last FEED_CHUNK
-FEED_WAIT_S = 10.0
-FEED_JOBS = 100
-FAILED = (JobState.FAILED, JobState.ERRORED)
 
 
 # -- reading a log: the thin part --------------------------------------------------------
@@ -321,7 +314,7 @@ async def log_view(request: web.Request, job: dict[str, Any], jobs: int) -> LogV
         lines, now = window_lines(log, start, end), logs.clock()
         blocks = fold(lines)
         # The last section is open where a failed job's last line is or new lines come.
-        decide(blocks, ask.line, at_end and (live or state in FAILED),
+        decide(blocks, ask.line, at_end and (live or state.failed),
                log.elapsed(now if live else None) if at_end else None)
         next_line = log.lines_before(end) + 1 if live else 0
         began = log.began
@@ -337,68 +330,3 @@ async def log_view(request: web.Request, job: dict[str, Any], jobs: int) -> LogV
                                          line=str(hit.number), start=None, before=None))
                            for hit in (found.lines if found else [])],
         clear_url=address(request, here, q=None), query=ask.query)
-
-
-# -- the live feed ---------------------------------------------------------------------
-
-@routes.get("/api/logs")
-async def feed(request: web.Request) -> web.Response:
-    """What a build page's running logs gained: `?jobs=ID:OFFSET,…` answers, for each,
-    the text after OFFSET (`text`, up to `offset`), and `done` once the job ended and all
-    of it was sent. Answers at once if any has news, else when one does, or after
-    FEED_WAIT_S. One request for all of a page's jobs: a browser holds only six
-    connections to a server, a 20-job matrix would hold them all. JSON keeps the `\\r` of
-    progress bars, which Server-Sent Events turn into line ends."""
-    wanted = _wanted(request.query.get("jobs", ""))
-    answer = await _news(request, wanted)
-    if not any(a["text"] or a["done"] for a in answer.values()):
-        logs = request.app[LOGS]
-        waits = [asyncio.ensure_future(logs.wait(job, offset, FEED_WAIT_S))
-                 for job, offset in wanted.items()]
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for waiting in waits:
-            waiting.cancel()
-        await asyncio.gather(*waits, return_exceptions=True)
-        answer = await _news(request, wanted)
-    return web.json_response({"jobs": answer})
-
-
-def _wanted(raw: str) -> dict[int, int]:
-    wanted = {}
-    for item in raw.split(",") if raw else []:
-        job, _, offset = (parse_count(part) for part in item.partition(":"))
-        if job is None or offset is None:
-            raise error(web.HTTPBadRequest, f"jobs must be ID:OFFSET,…, got {item[:40]!r}")
-        wanted[job] = offset
-    if not 0 < len(wanted) <= FEED_JOBS:
-        raise error(web.HTTPBadRequest, f"jobs must name 1 to {FEED_JOBS} jobs")
-    return wanted
-
-
-async def _news(request: web.Request, wanted: dict[int, int]) -> dict[str, dict[str, Any]]:
-    logs, store = request.app[LOGS], request.app[STORE]
-    answer, budget = {}, FEED_TOTAL
-    for job_id, offset in wanted.items():
-        job = await store.get_job(job_id)  # before the size: a finished job's size is final
-        if job is None:
-            raise error(web.HTTPNotFound, f"no job {job_id}")
-        news: dict[str, Any] = {}
-        size = logs.size(job_id)
-        # Too far behind to catch up, or the log was cut in the middle since: skip ahead.
-        if offset > size or size - offset > FEED_BEHIND:
-            offset, news["skipped_to_line"] = _skip(LogFile(logs, job_id))
-        data = logs.read(job_id, offset, min(FEED_CHUNK, budget)) if budget else b""
-        data = data[:utf8_boundary(data)] or data
-        budget -= len(data)
-        news.update(text=data.decode(errors="replace"), offset=offset + len(data),
-                    done=job.state.finished and offset + len(data) >= size)
-        answer[str(job_id)] = news
-    return answer
-
-
-def _skip(log: LogFile) -> tuple[int, int]:
-    """Where the last FEED_CHUNK of the log begins, at a line, and that line's number."""
-    with log:
-        offset = max(0, log.size - FEED_CHUNK)
-        offset += log.read(offset, log.size).find(b"\n") + 1 if offset else 0
-        return offset, log.lines_before(offset) + 1

@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from ..model import HostState, JobState
-from .api import error
+from ..model import JobState
+from .params import error
 from .keys import CONFIG, SCHEDULER, STORE
 
 routes = web.RouteTableDef()
@@ -62,10 +62,10 @@ async def metrics(request: web.Request) -> web.Response:
     slots = GaugeMetricFamily("asyncci_host_slots", "Build slots", labels=["host"])
     busy = GaugeMetricFamily("asyncci_host_slots_busy", "Build slots in use", labels=["host"])
     up = GaugeMetricFamily("asyncci_host_up", "1 when the host is online", labels=["host"])
-    for host in scheduler.hosts.values():
+    for host in scheduler.host_statuses():
         slots.add_metric([host.name], host.slots)
-        busy.add_metric([host.name], scheduler.busy(host))
-        up.add_metric([host.name], int(host.state is HostState.ONLINE))
+        busy.add_metric([host.name], host.busy)
+        up.add_metric([host.name], int(host.up))
     families += [slots, busy, up]
     registry = CollectorRegistry()
     registry.register(_Snapshot(families))

@@ -21,15 +21,17 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ..config import RepoConfig
 from ..model import Event, JobState, iso, redact_url
 from ..planner import PlanError, Planner
-from .api import (QUEUE_MAX_OFFSET, QUEUE_PAGE, approve_build, artifacts_json, build_json,
-                  error, host_json, load_build, parse_count, queue_json, rebuild_build,
-                  target_problem, tests_json)
+from .actions import (QUEUE_MAX_OFFSET, QUEUE_PAGE, approve_build, load_build, load_host,
+                      rebuild_build, waiting_jobs)
 from .auth import (COOKIE, SESSION_S, attempted, check_form, csrf_token, end_session, has_session,
                    may_read, start_session, throttled, token_matches)
+from .durations import ago, duration, span
 from .keys import CONFIG, PLANNER, SCHEDULER, STORE
 from .listing import STRIP, BuildFilter, builds_page, ref_label, strip
 from .logview import log_view
-from .summary import build_summary, seconds_between, span, word
+from .params import error, parse_count, target_problem
+from .shapes import artifacts_json, build_json, host_json, tests_json
+from .summary import build_summary, word
 from .testpage import tests_overview
 
 routes = web.RouteTableDef()
@@ -40,21 +42,6 @@ def resource_dir(name: str) -> Path:
     the top of the repository in a checkout."""
     packaged = Path(__file__).resolve().parent.parent / name
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / name
-
-
-def ago(value: str | None) -> str:
-    seconds = seconds_between(value or None, None)
-    if seconds is None:
-        return ""
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit} ago"
-    return f"{max(0, int(seconds))} s ago"
-
-
-def duration(start: str | None, end: str | None) -> str:
-    seconds = seconds_between(start, end)
-    return "" if seconds is None else span(seconds)
 
 
 TEMPLATES = jinja2.Environment(
@@ -109,7 +96,8 @@ def _error_text(e: web.HTTPException) -> str:
 
 async def running_jobs(request: web.Request) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     builds = await request.app[STORE].list_builds(state="running", limit=100)
-    return [(b, j) for b in (build_json(request, b) for b in builds)
+    scheduler, url = request.app[SCHEDULER], request.app[CONFIG].server.public_url
+    return [(b, j) for b in (build_json(b, scheduler, url) for b in builds)
             for j in b["jobs"] if j["state"] == "running"]
 
 
@@ -120,9 +108,9 @@ async def dashboard(request: web.Request) -> web.Response:
     builds, pager = await builds_page(request, chosen)
     return render(
         request, "index.html",
-        running=await running_jobs(request), waiting=await queue_json(request, 20),
+        running=await running_jobs(request), waiting=await waiting_jobs(request, 20),
         queued=len(scheduler.queue), builds=builds, filter=chosen, pager=pager,
-        hosts=[host_json(request, n) for n in scheduler.hosts],
+        hosts=[host_json(h) for h in scheduler.host_statuses()],
     )
 
 
@@ -130,7 +118,7 @@ async def dashboard(request: web.Request) -> web.Response:
 async def queue_page(request: web.Request) -> web.Response:
     """A page of the queue: its first positions cost little however long it is."""
     offset = parse_count(request.query.get("offset", ""), QUEUE_MAX_OFFSET) or 0
-    waiting = await queue_json(request, QUEUE_PAGE, offset)
+    waiting = await waiting_jobs(request, QUEUE_PAGE, offset)
     return render(request, "queue.html", waiting=waiting, offset=offset, page=QUEUE_PAGE,
                   queued=len(request.app[SCHEDULER].queue))
 
@@ -138,7 +126,7 @@ async def queue_page(request: web.Request) -> web.Response:
 @routes.get("/hosts")
 async def hosts_page(request: web.Request) -> web.Response:
     return render(request, "hosts.html",
-                  hosts=[host_json(request, n) for n in request.app[SCHEDULER].hosts])
+                  hosts=[host_json(h) for h in request.app[SCHEDULER].host_statuses()])
 
 
 @routes.get("/repos/{repo}")
@@ -165,14 +153,15 @@ async def repo_view(request: web.Request, repo: RepoConfig, problem: str | None 
                     asked: str = "") -> web.Response:
     """A repo's page; with `problem`, the build form did not take `asked`, and the page
     says why beside it (422)."""
-    store = request.app[STORE]
+    store, scheduler = request.app[STORE], request.app[SCHEDULER]
     chosen = BuildFilter.parse(request, repo.name)
     default = _default_ref(repo)
     builds, pager = await builds_page(request, chosen)
     shown_ref = chosen.ref or default
+    url = request.app[CONFIG].server.public_url
     response = render(
         request, "repo.html", repo=repo, status=await store.repo_status(repo.name),
-        refs=[build_json(request, b) for b in await _refs(request, repo.name, default)],
+        refs=[build_json(b, scheduler, url) for b in await _refs(request, repo.name, default)],
         default_ref=default, builds=builds, filter=chosen, pager=pager,
         strip=strip(await store.build_times(repo.name, shown_ref, STRIP)), strip_ref=shown_ref,
         badge=_badge_markdown(request, repo.name, default), problem=problem, asked=asked)
@@ -199,12 +188,12 @@ def _badge_markdown(request: web.Request, repo: str, default: str | None) -> str
 @routes.get("/builds/{id}")
 async def build_page(request: web.Request) -> web.Response:
     loaded = await load_build(request)
-    build = build_json(request, loaded)
+    build = build_json(loaded, request.app[SCHEDULER], request.app[CONFIG].server.public_url)
     store = request.app[STORE]
     for job, spec in zip(build["jobs"], (j.spec for j in loaded.jobs)):
         done = JobState(job["state"]).finished
-        kept = done and spec.artifacts
-        job["artifacts"] = await artifacts_json(request, job["id"]) if kept else []
+        kept = await store.artifacts(job["id"]) if done and spec.artifacts else []
+        job["artifacts"] = artifacts_json(job["id"], kept)
         report = await store.test_report(job["id"]) if done and spec.junit else None
         job["tests"] = report and tests_json(report)
         job["log"] = await log_view(request, job, len(build["jobs"]))
@@ -295,7 +284,8 @@ async def _fields(request: web.Request) -> dict[str, str]:
 async def cancel_confirm(request: web.Request) -> web.Response:
     """Cancel asks twice, without JavaScript: the build page's button leads here, and
     only this page's button cancels."""
-    build = build_json(request, await load_build(request))
+    build = build_json(await load_build(request), request.app[SCHEDULER],
+                       request.app[CONFIG].server.public_url)
     return render(request, "cancel.html", build=build)
 
 
@@ -342,7 +332,6 @@ async def trigger_form(request: web.Request) -> web.Response:
 @routes.post("/hosts/{name}/{action:drain|resume}")
 async def host_form(request: web.Request) -> web.Response:
     await _form(request)
-    name = request.match_info["name"]
-    host_json(request, name)  # 404 for an unknown host
-    await request.app[SCHEDULER].drain(name, request.match_info["action"] == "drain")
+    host = load_host(request)  # 404 for an unknown host
+    await request.app[SCHEDULER].drain(host.name, request.match_info["action"] == "drain")
     raise web.HTTPSeeOther("/hosts")

@@ -9,40 +9,23 @@ here reads a log.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from ..model import Build, JobState, utcnow
-from .api import FAILED_STATES
+from ..model import Build, JobState
+from .durations import seconds_between, span
 from .keys import SCHEDULER, STORE
 
 Json = Mapping[str, Any]
 # Failed jobs first (SPEC: the reader came for them), then what is still to come.
-RANK = {"failed": 0, "timed out": 0, "errored": 0, "cancelled": 1, "running": 2, "queued": 3,
-        "passed": 4}
-OPEN = {"failed", "timed out", "errored", "running"}  # job sections shown unfolded
+AFTER_FAILED = (JobState.CANCELLED, JobState.RUNNING, JobState.QUEUED, JobState.PASSED)
+OPEN = frozenset(s for s in JobState if s.failed or s is JobState.RUNNING)  # shown unfolded
 MATRIX_FAILURES = 50  # failing tests listed at the top; the rest are counted
 
 
-def span(seconds: float) -> str:
-    """`26 s`, `3 min 05 s`, `2 h 04 min`: a duration as a person reads it."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-def seconds_between(start: str | datetime | None, end: str | datetime | None) -> float | None:
-    """Seconds from `start` to `end` (now when None); None when it never started."""
-    if start is None:
-        return None
-    begin = datetime.fromisoformat(start) if isinstance(start, str) else start
-    stop = utcnow() if end is None else datetime.fromisoformat(end) if isinstance(end, str) else end
-    return (stop - begin).total_seconds()
+def rank(state: JobState) -> int:
+    return 0 if state.failed else 1 + AFTER_FAILED.index(state)
 
 
 def word(item: Json) -> str:
@@ -97,7 +80,7 @@ def job_rows(jobs: Sequence[Json], places: Mapping[int, tuple[str, str]],
              "bar": bar(seconds_between(j["started_at"], None), usual.get(j["name"]))
              if j["state"] == JobState.RUNNING else None}
             for j in jobs]
-    return sorted(rows, key=lambda r: (RANK.get(r["word"], 5), r["job"]["id"]))
+    return sorted(rows, key=lambda r: (rank(JobState(r["job"]["state"])), r["job"]["id"]))
 
 
 def matrix_failures(jobs: Sequence[Json]) -> list[dict[str, Any]]:
@@ -162,6 +145,6 @@ async def build_summary(request: web.Request, loaded: Build, build: Json) -> dic
         "failing_count": len(failing),
         "progress": progress(build, last),
         "rebuilt_as": await store.rebuilds_of(loaded.id),
-        "failed_jobs": sum(j["state"] in FAILED_STATES for j in jobs),
+        "failed_jobs": sum(JobState(j["state"]).unsuccessful for j in jobs),
         "open_states": OPEN,
     }
