@@ -20,8 +20,8 @@ from gidgethub.aiohttp import GitHubAPI
 from gidgethub.apps import get_installation_access_token, get_jwt
 
 from ..config import Config, GitHubConfig
-from ..model import JobState, TestReport
-from ..store import OutboxItem, Store
+from ..model import JobState, OutboxItem, TestReport
+from ..store import Store
 
 log = logging.getLogger(__name__)
 IDLE_S = 0.5
@@ -110,7 +110,7 @@ class GitHubReporter:
         if item.state.finished and item.job.spec.junit:
             tests = await self._store.test_report(item.job.id)
         body = status_body(item, self._public_url, tests)
-        url = f"/repos/{item.github}/statuses/{item.build.sha}"
+        url = f"/repos/{item.github}/statuses/{item.sha}"
         try:
             token = await self._tokens.token(gh, item.github)
             await gh.post(url, data=body, oauth_token=token)

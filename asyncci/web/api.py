@@ -17,8 +17,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from ..model import (Build, Confinement, Event, Job, JobState, TestOutcome, TestReport,
-                     TestResult, iso, redact_url, utcnow)
+from ..model import (Build, BuildHead, Confinement, Event, Job, JobState, TestOutcome,
+                     TestReport, TestResult, iso, redact_url, utcnow)
 from ..planner import PlanError
 from .auth import require_token
 from .keys import CONFIG, LOGS, PLANNER, SCHEDULER, STORE
@@ -50,7 +50,7 @@ def shown(text: str | None) -> str | None:
     return text and redact_url(text)
 
 
-def job_json(request: web.Request, build: Build, job: Job) -> dict[str, Any]:
+def job_json(request: web.Request, build: BuildHead, job: Job) -> dict[str, Any]:
     shell = None
     if job.state in (JobState.FAILED, JobState.ERRORED):
         shell = request.app[SCHEDULER].shell_command(build, job)

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from ..model import Event, JobState
-from ..store import BuildTime
+from ..store.reads import BuildTime
 from .api import MAX_REF_BYTES, build_json, error, parse_count
 from .keys import STORE
 from .summary import seconds_between, span
