@@ -244,8 +244,8 @@ class Scheduler:
                 self._owed[attempt.host][(job_id, attempt.number)] = attempt.slot
             else:  # a host no longer configured: nothing can reach it
                 await self._store.owe_kill(job_id, attempt.number, False)
-        reattached = 0
         await self._store.drop_cancelled()
+        reattached = 0
         for active in await self._store.active_jobs():
             job, build = active.job, active.build
             if job.state is JobState.QUEUED:  # its status was told before the restart
