@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
@@ -163,7 +163,6 @@ class Job:
     host: str | None = None
     slot: int | None = None
     attempt: int = 0
-    cancel_requested: bool = False
     exit_code: int | None = None
     reason: str | None = None
     queued_at: datetime | None = None
@@ -173,30 +172,39 @@ class Job:
 
 
 @dataclass
-class Build:
+class BuildHead:
+    """What a job needs of its build to be queued, run and reported: which commit, asked
+    for how, and how far it is trusted. A build's state is not part of it: a job's
+    transition changes that."""
+
     id: int
     repo: str
     ref: str
     sha: str
     event: Event
+    pr: int | None = None
+    untrusted: bool = False  # SPEC §5a: decided by the planner, once
+    approval: Approval | None = None  # None: needs none
+
+    @property
+    def branch(self) -> str | None:
+        return branch_of(self.ref)
+
+
+@dataclass
+class Build(BuildHead):
+    _: KW_ONLY
     state: JobState
     created_at: datetime
-    pr: int | None = None
     message: str = ""
     author: str = ""
     fork: bool = False
-    untrusted: bool = False  # SPEC §5a: decided by the planner, once
-    approval: Approval | None = None  # None: needs none
     error: str | None = None  # why the build could not be planned
     base_ref: str | None = None  # the branch its test results are compared with
     rebuild_of: int | None = None  # the build this one repeats (all of it or some jobs)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     jobs: list[Job] = field(default_factory=list)
-
-    @property
-    def branch(self) -> str | None:
-        return branch_of(self.ref)
 
 
 class TestOutcome(StrEnum):
@@ -364,3 +372,55 @@ class HostStatus:
     @property
     def up(self) -> bool:
         return self.state in (HostState.ONLINE, HostState.DRAINING)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What a trigger asks for; `trigger_key` None means "always a new build" (manual)."""
+
+    repo: str
+    ref: str
+    sha: str
+    event: Event
+    trigger_key: str | None
+    pr: int | None = None
+    # A manual build of a branch head takes that head's automatic key when no build has it
+    # yet, so the poller or a push seeing the same commit makes no second build.
+    claim_key: str | None = None
+    message: str = ""
+    author: str = ""
+    fork: bool = False
+    untrusted: bool = False
+    approval: Approval | None = None
+    github: str | None = None
+    base_ref: str | None = None  # what test results are compared with
+    rebuild_of: int | None = None  # the build this one repeats
+    cron_slot: datetime | None = None  # the schedule's time slot a cron build is for
+
+
+@dataclass
+class Enqueued:
+    build: Build
+    created: bool
+    cancelled: list[int] = field(default_factory=list)  # queued jobs of superseded builds
+    stopping: list[int] = field(default_factory=list)  # running jobs asked to stop
+
+
+@dataclass(frozen=True)
+class ActiveJob:
+    """A queued or running job with what the scheduler needs of its build."""
+
+    job: Job
+    build: BuildHead
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A job's state to tell GitHub, as it was at the transition that wrote it."""
+
+    id: int
+    job: Job
+    github: str  # the repository, owner/name
+    sha: str
+    state: JobState
+    detail: str | None  # the host, the reason, the wait

@@ -14,14 +14,20 @@ from datetime import datetime
 
 from .config import Config, RepoConfig, branch_matches
 from .mirror import GitError, Mirror, is_sha
-from .model import Approval, Build, Event, JobSpec, branch_of, iso
+from .model import Approval, Build, BuildRequest, Enqueued, Event, JobSpec, branch_of, iso
 from .pipeline import PipelineError, plan_jobs
-from .store import BuildRequest, Enqueued, Store
+from .store import Store
 
 log = logging.getLogger(__name__)
 # GitHub's `author_association` values that need no approval for a fork's pull request.
 TRUSTED_AUTHORS = {"OWNER", "MEMBER", "COLLABORATOR"}
 UNTRUSTED_TIMEOUT = 1800.0  # an untrusted job's cap when its repo sets no timeout ("0")
+# A build supersedes older ones of its ref made by these events: what a person asked for
+# (manual) is never superseded automatically.
+SUPERSEDABLE = frozenset(Event) - {Event.MANUAL}
+# The one job of a build that could not be planned: its errored state carries the reason
+# where jobs are looked at, and GitHub gets an error status for it.
+PLAN_JOB = JobSpec("pipeline", "")
 
 
 class PlanError(Exception):
@@ -80,46 +86,60 @@ class Planner:
         base_ref: str | None = None,
         claim_key: str | None = None,
         rebuild_of: int | None = None,
+        cron_slot: datetime | None = None,
     ) -> Enqueued:
         """Plan a build of `commit`; `key` None always makes a new one (manual builds).
         `base_ref` (a pull request's target) defaults to the default branch for other
-        branches: their test results are compared with it. An untrusted build's jobs
-        never run longer than the repo allows, whatever its pipeline file says."""
-        if not is_sha(commit.sha):
-            raise PlanError(f"not a commit sha: {commit.sha!r}")
-        mirror = self._mirrors[repo.name]
-        try:
-            await mirror.ensure(commit.sha, ref or None)
-            if not (commit.message and commit.author):
-                found = await mirror.commit(commit.sha)
-                commit = Commit(commit.sha, commit.message or found.message,
-                                commit.author or found.author)
-        except GitError as e:
-            raise PlanError(str(e)) from e
-        error = None
-        if specs is None:
-            try:
-                specs = await plan_jobs(repo, mirror, commit.sha)
-            except PipelineError as e:
-                specs, error = [], str(e)
-        if untrusted:
-            cap = repo.timeout or UNTRUSTED_TIMEOUT
-            specs = [replace(s, timeout=min(s.timeout or cap, cap)) for s in specs]
+        branches: their test results are compared with it."""
+        commit = await self._described(repo, ref, commit)
+        specs, error = await self._jobs(repo, commit.sha, specs, untrusted)
         request = BuildRequest(
             repo=repo.name, ref=ref, sha=commit.sha, event=event, trigger_key=key,
             claim_key=claim_key, rebuild_of=rebuild_of, pr=pr,
             message=commit.message, author=commit.author, fork=fork, untrusted=untrusted,
             approval=approval,
             github=repo.github if self._config.github else None,
-            base_ref=base_ref or self._base_of(repo, ref),
+            base_ref=base_ref or self._base_of(repo, ref), cron_slot=cron_slot,
         )
-        supersede = self._supersedes(repo, ref, event)
-        result = await self._store.enqueue_build(request, specs, supersede, error)
+        result = await self._store.enqueue_build(
+            request, specs, self._supersedes(repo, ref, event), error)
         if result.created:
             log.info("build %d queued repo=%s ref=%s sha=%s event=%s jobs=%d",
-                     result.build.id, repo.name, ref, commit.sha[:12], event, len(specs))
+                     result.build.id, repo.name, ref, commit.sha[:12], event,
+                     0 if error else len(specs))
             self._on_enqueued(result)
         return result
+
+    async def _described(self, repo: RepoConfig, ref: str, commit: Commit) -> Commit:
+        """`commit`, fetched into the mirror, with its message and author."""
+        if not is_sha(commit.sha):
+            raise PlanError(f"not a commit sha: {commit.sha!r}")
+        mirror = self._mirrors[repo.name]
+        try:
+            await mirror.ensure(commit.sha, ref or None)
+            if commit.message and commit.author:
+                return commit
+            found = await mirror.commit(commit.sha)
+        except GitError as e:
+            raise PlanError(str(e)) from e
+        return Commit(commit.sha, commit.message or found.message, commit.author or found.author)
+
+    async def _jobs(self, repo: RepoConfig, sha: str, specs: Sequence[JobSpec] | None,
+                    untrusted: bool) -> tuple[list[JobSpec], str | None]:
+        """The build's jobs (`specs`, or its pipeline at `sha`), or PLAN_JOB and why there
+        are none. An untrusted build's jobs never run longer than the repo allows, whatever
+        its pipeline file says."""
+        if specs is None:
+            try:
+                specs = await plan_jobs(repo, self._mirrors[repo.name], sha)
+            except PipelineError as e:
+                return [PLAN_JOB], str(e)
+        if not specs:
+            return [PLAN_JOB], "the build has no jobs"
+        if not untrusted:
+            return list(specs), None
+        cap = repo.timeout or UNTRUSTED_TIMEOUT
+        return [replace(s, timeout=min(s.timeout or cap, cap)) for s in specs], None
 
     def _base_of(self, repo: RepoConfig, ref: str) -> str | None:
         try:
@@ -128,11 +148,15 @@ class Planner:
             return None
         return default if ref.startswith("refs/heads/") and ref != default else None
 
-    def _supersedes(self, repo: RepoConfig, ref: str, event: Event) -> bool:
+    def _supersedes(self, repo: RepoConfig, ref: str, event: Event) -> frozenset[Event]:
+        """The events whose unfinished builds of `ref` at other commits a build by `event`
+        cancels (SPEC §3): none for a person's build, nor where the repo keeps them all."""
         if repo.build_every_commit or event is Event.MANUAL or not ref:
-            return False
+            return frozenset()
         branch = branch_of(ref)
-        return branch is None or not any(branch_matches(p, branch) for p in repo.keep_superseded)
+        if branch is not None and any(branch_matches(p, branch) for p in repo.keep_superseded):
+            return frozenset()
+        return SUPERSEDABLE
 
     async def manual(self, repo: RepoConfig, ref: str | None, sha: str | None) -> Build:
         """A person asked: build `sha`, or the head of `ref`, or of the default branch."""
@@ -186,12 +210,12 @@ class Planner:
         """The schedule's build of the default branch's head for one time slot."""
         ref, sha = await self._head(repo, self.default_branch(repo))
         key = cron_key(repo.name, iso(slot) or "")
-        return (await self.request(repo, ref, Commit(sha), Event.CRON, key)).build
+        return (await self.request(repo, ref, Commit(sha), Event.CRON, key,
+                                   cron_slot=slot)).build
 
     async def last_cron(self, repo: RepoConfig) -> datetime | None:
         """The time slot of the repo's latest scheduled build."""
-        key = await self._store.last_trigger_key(repo.name, Event.CRON)
-        return datetime.fromisoformat(key.rsplit("\0", 1)[1]) if key else None
+        return await self._store.last_cron_slot(repo.name)
 
     async def _head(self, repo: RepoConfig, ref: str) -> tuple[str, str]:
         full = _full_ref(ref)

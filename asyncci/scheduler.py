@@ -23,9 +23,9 @@ from .config import Config, HostConfig, RepoConfig
 from .fairqueue import FairQueue, HostView, QueuedJob, Share, Waiting
 from .hosts.base import Collected, Host, HostLost, JobRun, Outcome
 from .logs import JobLog, Logs
-from .model import (Approval, Build, Capability, Confinement, HostState, HostStatus, Job, JobSpec,
-                    JobState, counted, utcnow)
-from .store import ActiveJob, Enqueued, Store
+from .model import (ActiveJob, Approval, BuildHead, Capability, Confinement, Enqueued, HostState,
+                    HostStatus, Job, JobSpec, JobState, counted, utcnow)
+from .store import Store
 
 log = logging.getLogger(__name__)
 NOTHING = Collected([], [], [])  # what an attempt that ran no script leaves
@@ -37,7 +37,7 @@ KILL_RETRY_S = 5.0  # a kill the host refused is tried again after this
 SHUTDOWN_WAIT_S = 5.0
 
 
-def job_env(build: Build, job: Job, host: HostConfig, repo: RepoConfig) -> dict[str, str]:
+def job_env(build: BuildHead, job: Job, host: HostConfig, repo: RepoConfig) -> dict[str, str]:
     """SPEC §5, in its order: ASYNCCI_* first, then `env`, `slot_env`, secrets (never for
     an untrusted build).
     The base variables (PATH, HOME, USER, LANG, SHELL, TERM) come from the host's side."""
@@ -64,7 +64,7 @@ def job_env(build: Build, job: Job, host: HostConfig, repo: RepoConfig) -> dict[
     return env
 
 
-def needs(build: Build, spec: JobSpec) -> frozenset[str]:
+def needs(build: BuildHead, spec: JobSpec) -> frozenset[str]:
     """The capabilities a job needs of its host (SPEC §5a), beside its labels."""
     wanted = set()
     if (confinement := Confinement.of(spec, build.untrusted)) is not None:
@@ -233,7 +233,7 @@ class Scheduler:
         return (f"host {running.host.name} lost at {away:%H:%M:%S} UTC;"
                 f" waiting until {until:%H:%M:%S} UTC for it")
 
-    def shell_command(self, build: Build, job: Job) -> str | None:
+    def shell_command(self, build: BuildHead, job: Job) -> str | None:
         """How to open a shell in a job's workspace (SPEC §5), while its host is known."""
         host = self.hosts.get(job.host or "")
         if host is None or job.slot is None or build.untrusted:  # its workspace is gone
@@ -250,12 +250,10 @@ class Scheduler:
                 self._owed[attempt.host][(job_id, attempt.number)] = attempt.slot
             else:  # a host no longer configured: nothing can reach it
                 await self._store.owe_kill(job_id, attempt.number, False)
+        await self._store.drop_cancelled()
         reattached = 0
         for active in await self._store.active_jobs():
             job, build = active.job, active.build
-            if job.state is JobState.QUEUED and job.cancel_requested:
-                await self._store.drop_cancelled(job.id)
-                continue
             if job.state is JobState.QUEUED:  # its status was told before the restart
                 self._push(job.id, build, job, tell=False)
                 continue
@@ -386,7 +384,7 @@ class Scheduler:
             return ended, await self._collect(host, run, job_log)
         return ended, NOTHING
 
-    def _job_run(self, build: Build, job: Job, host: Host, repo: RepoConfig) -> JobRun:
+    def _job_run(self, build: BuildHead, job: Job, host: Host, repo: RepoConfig) -> JobRun:
         return JobRun(job.id, job.attempt, build.repo, repo.url, build.sha, build.ref,
                       job.slot or 0, job.spec.script,
                       job_env(build, job, self._host_configs[host.name], repo),
@@ -431,7 +429,7 @@ class Scheduler:
                        f" {counted(len(kept.tests), 'test result')}")
         return kept
 
-    async def _record(self, build: Build, job: Job, host: Host, decided: Verdict,
+    async def _record(self, build: BuildHead, job: Job, host: Host, decided: Verdict,
                       kept: Collected, job_log: JobLog | None) -> None:
         """Write the verdict, trying again for as long as the store refuses (a locked or
         full disk clears up): the slot is not handed on before the store knows."""
@@ -460,7 +458,7 @@ class Scheduler:
             except OSError:
                 log.exception("job %d: its log could not be completed", job.id)
 
-    async def _write(self, build: Build, job: Job, decided: Verdict, kept: Collected) -> bool:
+    async def _write(self, build: BuildHead, job: Job, decided: Verdict, kept: Collected) -> bool:
         """True when the job is finished."""
         if decided.state is JobState.QUEUED:
             return await self._requeue(build, job, decided) is not JobState.QUEUED
@@ -472,7 +470,7 @@ class Scheduler:
                  f" reason={decided.reason!r}" if decided.reason else "")
         return final
 
-    async def _requeue(self, build: Build, job: Job, decided: Verdict) -> JobState | None:
+    async def _requeue(self, build: BuildHead, job: Job, decided: Verdict) -> JobState | None:
         reason = decided.reason or "re-queued"
         state = await self._store.requeue_job(job.id, job.attempt, reason, decided.kill)
         log.warning("job %d attempt %d lost repo=%s build=%d: %s; %s", job.id, job.attempt,
@@ -572,7 +570,7 @@ class Scheduler:
         for job_id in job_ids:
             self.queue.remove(job_id)
 
-    def _push(self, job_id: int, build: Build, job: Job, tell: bool = True) -> None:
+    def _push(self, job_id: int, build: BuildHead, job: Job, tell: bool = True) -> None:
         labels = frozenset(self._repos[build.repo].labels if build.repo in self._repos else ())
         self.queue.push(QueuedJob(job_id, build.repo, build.event.priority,
                                   labels | frozenset(job.spec.labels) | needs(build, job.spec)))
@@ -609,7 +607,7 @@ def _note(job_log: JobLog | None, text: str) -> None:
         log.warning("job %d: a note was not written to its log: %s", job_log.job_id, e)
 
 
-def _start_note(build: Build, job: Job, host: Host, run: JobRun) -> str:
+def _start_note(build: BuildHead, job: Job, host: Host, run: JobRun) -> str:
     confined = {None: "", Confinement.SANDBOX: ", in a sandbox",
                 Confinement.CONTAINER: f", in a container of {run.image}"}
     return (f"[asyncci] attempt {job.attempt} on {host.name} slot {job.slot}"

@@ -66,6 +66,7 @@ class Server:
     planner: Planner
     pollers: dict[str, Poller]
     app: web.Application
+    outbox: asyncio.Event  # set when the store adds outbox rows: the reporter's wake-up
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # serving, queue recovered
 
     @classmethod
@@ -76,7 +77,8 @@ class Server:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         data_dir.chmod(0o700)
         hosts = [make_host(h) for h in config.hosts]
-        store = await Store.open(data_dir / "asyncci.db")
+        outbox = asyncio.Event()
+        store = await Store.open(data_dir / "asyncci.db", on_outbox=outbox.set)
         logs = Logs(data_dir / "logs", config.server.max_log_bytes)
         scheduler = Scheduler(config, store, hosts, logs)
         mirrors = {r.name: Mirror(data_dir / "mirrors" / f"{r.name}.git", r.url)
@@ -84,7 +86,7 @@ class Server:
         planner = Planner(config, store, mirrors, scheduler.on_enqueued)
         pollers = {r.name: Poller(r, mirrors[r.name], planner) for r in config.repos}
         app = create_app(config, store, scheduler, planner, logs, lambda n: pollers[n].poke())
-        return cls(config, store, logs, scheduler, planner, pollers, app)
+        return cls(config, store, logs, scheduler, planner, pollers, app, outbox)
 
     async def run(self, stop: asyncio.Event) -> None:
         runner = web.AppRunner(self.app, shutdown_timeout=2.0, access_log=None)
@@ -111,7 +113,7 @@ class Server:
         parts |= {f"cron {r.name}": Cron(r, self.planner).run()
                   for r in self.config.repos if r.schedule}
         if self.config.github is not None:
-            parts["github"] = GitHubReporter(self.config, self.store).run()
+            parts["github"] = GitHubReporter(self.config, self.store, self.outbox).run()
         tasks = [asyncio.create_task(work, name=name) for name, work in parts.items()]
         stopped = asyncio.create_task(stop.wait())
         pending: set[asyncio.Task[Any]] = {*tasks, stopped}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asyncci.model import Event, JobSpec, JobState  # noqa: E402
-from asyncci.store import BuildRequest, Store  # noqa: E402
+from asyncci.model import BuildRequest, Event, JobSpec, JobState  # noqa: E402
+from asyncci.store import Store  # noqa: E402
 
 STATES = [JobState.PASSED] * 6 + [JobState.FAILED, JobState.ERRORED, JobState.CANCELLED]
 
@@ -29,7 +29,7 @@ async def fill(data_dir: Path, builds: int) -> None:
             request = BuildRequest(repo="demo", ref=f"refs/heads/{branch}", sha=f"{n:040x}",
                                    event=Event.PUSH, trigger_key=f"fill\0{n}",
                                    message=f"commit {n}\n\nwith a body", author="Ada <ada@x>")
-            build = (await store.enqueue_build(request, [spec], supersede=False)).build
+            build = (await store.enqueue_build(request, [spec])).build
             job = build.jobs[0]
             await store.claim_job(job.id, "local", n % 4)
             state = STATES[n % len(STATES)]

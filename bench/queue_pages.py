@@ -20,8 +20,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asyncci.model import Event, JobSpec  # noqa: E402
-from asyncci.store import BuildRequest, Store  # noqa: E402
+from asyncci.model import BuildRequest, Event, JobSpec  # noqa: E402
+from asyncci.store import Store  # noqa: E402
 from tests.support.config import make_config  # noqa: E402
 from tests.support.gitrepo import GitRepo  # noqa: E402
 from tests.support.server import TOKEN, ServerProcess  # noqa: E402
@@ -38,7 +38,7 @@ async def fill(db: Path, jobs: int) -> None:
         for n in range(jobs // JOBS_PER_BUILD):
             await store.enqueue_build(
                 BuildRequest(repo=f"r{n % REPOS}", ref="refs/heads/main", sha=f"{n:040x}",
-                             event=Event.PUSH, trigger_key=f"bench\0{n}"), specs, False)
+                             event=Event.PUSH, trigger_key=f"bench\0{n}"), specs)
         await store.set_drained("local", True)
     finally:
         await store.close()

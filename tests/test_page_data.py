@@ -8,8 +8,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from asyncci.model import Build, Event, JobSpec, JobState, TestOutcome, TestResult, utcnow
-from asyncci.store import MIGRATIONS, BuildRequest, BuildTime, ResultJob, Store
+from asyncci.model import (Build, BuildRequest, Event, JobSpec, JobState, TestOutcome,
+                           TestResult, utcnow)
+from asyncci.store import Store
+from asyncci.store.reads import BuildTime
+from asyncci.store.reports import ResultJob
+from asyncci.store.schema import MIGRATIONS
 from asyncci.web.listing import strip
 from asyncci.web.durations import span
 from asyncci.web.summary import bar, job_rows, matrix_failures, progress, word
@@ -60,8 +64,9 @@ def test_the_summary_puts_failures_first_and_counts_a_test_once_across_a_matrix(
 def test_progress_measures_against_the_last_passing_build() -> None:
     now = utcnow()
     running = {"started_at": (now - timedelta(seconds=26)).isoformat(), "finished_at": None}
-    last = Build(7, "r", "refs/heads/main", "a" * 40, Event.PUSH, JobState.PASSED, now,
-                 started_at=now - timedelta(seconds=70), finished_at=now - timedelta(seconds=10))
+    last = Build(7, "r", "refs/heads/main", "a" * 40, Event.PUSH, state=JobState.PASSED,
+                 created_at=now, started_at=now - timedelta(seconds=70),
+                 finished_at=now - timedelta(seconds=10))
     shown = progress(running, last)
     assert shown is not None and shown["text"] == "running for 26s"
     # 33.99… s left: whole seconds are counted as a stopwatch counts them, not rounded up.
@@ -104,8 +109,7 @@ async def finished(store: Store, ref: str, state: JobState, sha: str,
                    results: tuple[TestResult, ...] = (), rebuild_of: int | None = None) -> int:
     spec = JobSpec("test", "true")
     build = (await store.enqueue_build(
-        BuildRequest("r", ref, sha, Event.PUSH, None, rebuild_of=rebuild_of), [spec],
-        False)).build
+        BuildRequest("r", ref, sha, Event.PUSH, None, rebuild_of=rebuild_of), [spec])).build
     await store.claim_job(build.jobs[0].id, "h", 0)
     await store.finish_job(build.jobs[0].id, 1, state, tests=results)
     return build.id

@@ -16,9 +16,9 @@ import pytest
 from asyncci.hosts.base import HostLost, Outcome
 from asyncci.hosts.local import LocalHost
 from asyncci.logs import Logs
-from asyncci.model import Event, JobSpec, JobState
+from asyncci.model import BuildRequest, Event, JobSpec, JobState
 from asyncci.scheduler import Verdict, verdict
-from asyncci.store import BuildRequest, Store
+from asyncci.store import Store
 from tests.support.gitrepo import GitRepo
 from tests.support.server import api_for, running_server
 
@@ -67,7 +67,7 @@ async def _store_with_job(path: Path, github: str | None = "o/r") -> tuple[Store
     store = await Store.open(path)
     done = await store.enqueue_build(
         BuildRequest(repo="demo", ref="refs/heads/main", sha=SHA, event=Event.MANUAL,
-                     trigger_key=None, github=github), [JobSpec("build", "sleep 60")], False)
+                     trigger_key=None, github=github), [JobSpec("build", "sleep 60")])
     return store, done.build.id, done.build.jobs[0].id
 
 

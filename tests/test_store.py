@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from asyncci.model import Artifact, Event, JobSpec, JobState, TestOutcome, TestResult, utcnow
-from asyncci.store import MIGRATIONS, BuildRequest, Store
+import pytest
+
+from asyncci.model import (Artifact, BuildRequest, Event, JobSpec, JobState, TestOutcome,
+                           TestResult, iso, utcnow)
+from asyncci.store import Store
+from asyncci.store.schema import MIGRATIONS
 
 SHA = "a" * 40
 SPEC = JobSpec(name="build", script="true")
+AUTOMATIC = {Event.POLL, Event.PUSH}  # what the tests' builds supersede
 
 
 def request(sha: str = SHA, key: str | None = "k1", github: str | None = None,
@@ -48,7 +53,7 @@ async def test_an_older_file_is_upgraded_with_each_refs_newest_build(tmp_path: P
     try:
         assert [(b.ref, b.sha[0]) for b in await store.latest_per_ref("r")] == [
             ("refs/heads/main", "c"), ("refs/heads/dev", "b")]
-        await store.enqueue_build(request(sha="d" * 40, ref="refs/heads/dev"), [SPEC], True)
+        await store.enqueue_build(request(sha="d" * 40, ref="refs/heads/dev"), [SPEC], AUTOMATIC)
         assert [(b.ref, b.sha[0]) for b in await store.latest_per_ref("r")] == [
             ("refs/heads/dev", "d"), ("refs/heads/main", "c")]
         assert await store.latest_per_ref("other") == []
@@ -56,17 +61,44 @@ async def test_an_older_file_is_upgraded_with_each_refs_newest_build(tmp_path: P
         await store.close()
 
 
+@pytest.mark.parametrize("version", range(1, len(MIGRATIONS)))
+async def test_a_file_of_every_older_version_is_migrated(tmp_path: Path, version: int) -> None:
+    """Including the slot of its scheduled builds, taken from their trigger keys once."""
+    path = tmp_path / "asyncci.db"
+    slot = datetime(2026, 3, 1, 4, 0, tzinfo=timezone.utc)
+    with sqlite3.connect(path) as db:
+        db.executescript("".join(MIGRATIONS[:version]) + f"PRAGMA user_version = {version};")
+        db.executemany(
+            "INSERT INTO builds (repo, ref, sha, event, trigger_key, pipeline, state, created_at)"
+            " VALUES (?, 'refs/heads/main', ?, ?, ?, '[]', 'passed', '2026-01-01T00:00:00.000Z')",
+            [("r", "a" * 40, "cron", f"cron\0r\0{iso(slot)}"), ("r", "b" * 40, "poll", "k"),
+             ("other", "c" * 40, "cron", f"cron\0other\0{iso(slot - timedelta(days=1))}")])
+    store = await Store.open(path)
+    try:
+        assert await store.last_cron_slot("r") == slot
+        assert await store.last_cron_slot("other") == slot - timedelta(days=1)
+        assert [b.sha[0] for b in await store.list_builds()] == ["c", "b", "a"]
+        later = replace(request(sha="d" * 40, key="cron-later", event=Event.CRON),
+                        cron_slot=slot + timedelta(hours=1))
+        await store.enqueue_build(later, [SPEC])
+        assert await store.last_cron_slot("r") == slot + timedelta(hours=1)
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
 async def test_concurrent_identical_requests_make_one_build(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "db")
     try:
         results = await asyncio.gather(
-            *(store.enqueue_build(request(), [SPEC], supersede=True) for _ in range(20))
+            *(store.enqueue_build(request(), [SPEC], AUTOMATIC) for _ in range(20))
         )
         assert sum(r.created for r in results) == 1
         assert len({r.build.id for r in results}) == 1
         assert len(await store.list_builds()) == 1
         manual = await asyncio.gather(
-            *(store.enqueue_build(request(key=None, event=Event.MANUAL), [SPEC], False)
+            *(store.enqueue_build(request(key=None, event=Event.MANUAL), [SPEC])
               for _ in range(3))
         )
         assert all(r.created for r in manual)  # manual builds are always new
@@ -77,7 +109,7 @@ async def test_concurrent_identical_requests_make_one_build(tmp_path: Path) -> N
 async def test_transitions_are_guarded_by_state_and_attempt(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "db")
     try:
-        build = (await store.enqueue_build(request(github="o/r"), [SPEC], False)).build
+        build = (await store.enqueue_build(request(github="o/r"), [SPEC])).build
         job_id = build.jobs[0].id
         claim = await store.claim_job(job_id, "h", 0)
         assert claim is not None and claim.job.attempt == 1
@@ -106,7 +138,7 @@ async def test_transitions_are_guarded_by_state_and_attempt(tmp_path: Path) -> N
 async def test_no_outbox_rows_without_a_github_repo(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "db")
     try:
-        build = (await store.enqueue_build(request(), [SPEC], False)).build
+        build = (await store.enqueue_build(request(), [SPEC])).build
         await store.claim_job(build.jobs[0].id, "h", 0)
         assert await store.pending_outbox() == []
     finally:
@@ -116,18 +148,22 @@ async def test_no_outbox_rows_without_a_github_repo(tmp_path: Path) -> None:
 async def test_supersede_cancels_queued_and_marks_running(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "db")
     try:
-        first = (await store.enqueue_build(request("1" * 40, "k1"), [SPEC, SPEC], True)).build
+        first = (await store.enqueue_build(request("1" * 40, "k1"), [SPEC, SPEC], AUTOMATIC)).build
         await store.claim_job(first.jobs[0].id, "h", 0)
         manual = (await store.enqueue_build(
-            request("1" * 40, None, event=Event.MANUAL), [SPEC], True)).build
-        second = await store.enqueue_build(request("2" * 40, "k2"), [SPEC], True)
+            request("1" * 40, None, event=Event.MANUAL), [SPEC], AUTOMATIC)).build
+        same = (await store.enqueue_build(request("2" * 40, "k1b"), [SPEC])).build
+        second = await store.enqueue_build(request("2" * 40, "k2"), [SPEC], AUTOMATIC)
         assert second.cancelled == [first.jobs[1].id]
         assert second.stopping == [first.jobs[0].id]
-        assert await store.cancel_reason(first.jobs[0].id) == "superseded by build 3"
+        assert await store.cancel_reason(first.jobs[0].id) == "superseded by build 4"
         assert await store.cancel_reason(first.jobs[1].id) is None
         kept = await store.get_build(manual.id)
-        assert kept is not None and kept.state is JobState.QUEUED  # manual is never superseded
-        other = await store.enqueue_build(request("3" * 40, "k3", ref="refs/heads/x"), [SPEC], True)
+        assert kept is not None and kept.state is JobState.QUEUED  # not an event it was told
+        kept = await store.get_build(same.id)
+        assert kept is not None and kept.state is JobState.QUEUED  # the same commit
+        other = await store.enqueue_build(
+            request("3" * 40, "k3", ref="refs/heads/x"), [SPEC], AUTOMATIC)
         assert other.cancelled == [] and other.stopping == []  # another ref: untouched
     finally:
         await store.close()
@@ -136,7 +172,7 @@ async def test_supersede_cancels_queued_and_marks_running(tmp_path: Path) -> Non
 async def test_active_jobs_and_drain_survive_reopen(tmp_path: Path) -> None:
     path = tmp_path / "db"
     store = await Store.open(path)
-    build = (await store.enqueue_build(request(), [SPEC, SPEC], False)).build
+    build = (await store.enqueue_build(request(), [SPEC, SPEC])).build
     await store.claim_job(build.jobs[0].id, "h", 3)
     await store.set_drained("h", True)
     await store.close()
@@ -153,14 +189,16 @@ async def test_active_jobs_and_drain_survive_reopen(tmp_path: Path) -> None:
 async def test_a_build_that_could_not_be_planned_says_why(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "db")
     try:
-        result = await store.enqueue_build(request(github="o/r"), [], False, error="bad pipeline")
+        result = await store.enqueue_build(request(github="o/r"), [JobSpec("why", "")],
+                                           error="bad pipeline")
         assert result.build.state is JobState.ERRORED
         assert result.build.error == "bad pipeline"
         assert result.build.finished_at is not None
         [job] = result.build.jobs
-        assert (job.name, job.state, job.reason) == ("pipeline", JobState.ERRORED, "bad pipeline")
+        assert (job.name, job.state, job.reason) == ("why", JobState.ERRORED, "bad pipeline")
         assert [i.state for i in await store.pending_outbox()] == [JobState.ERRORED]
         assert await store.active_jobs() == []
+        assert await store.build_pipeline(result.build.id) == []  # a rebuild plans it again
     finally:
         await store.close()
 
@@ -169,7 +207,7 @@ async def finished_with(store: Store, sha: str, ref: str, tests: dict[str, str],
                         base_ref: str | None = None, name: str = "test") -> int:
     """A build of one job `name` that finished with these test outcomes; its job id."""
     req = replace(request(sha=sha, key=sha, ref=ref), base_ref=base_ref)
-    build = (await store.enqueue_build(req, [JobSpec(name, "pytest")], supersede=False)).build
+    build = (await store.enqueue_build(req, [JobSpec(name, "pytest")])).build
     job = build.jobs[0]
     await store.claim_job(job.id, "h", 0)
     results = [TestResult(n, TestOutcome(o), f"{n} says {o}") for n, o in tests.items()]
@@ -214,5 +252,67 @@ async def test_results_are_compared_with_the_base_branchs_newest(tmp_path: Path)
         # Retention forgets the artifacts with the log.
         expired = await store.expire_logs(utcnow() + timedelta(seconds=1))
         assert job in expired and await store.artifacts(job) == []
+    finally:
+        await store.close()
+
+
+async def test_a_transition_that_fails_changes_nothing(tmp_path: Path) -> None:
+    """All of a transition's statements commit together or not at all."""
+    store = await Store.open(tmp_path / "db")
+    try:
+        build = (await store.enqueue_build(request(github="o/r"), [SPEC])).build
+        job_id = build.jobs[0].id
+        await store.claim_job(job_id, "h", 0)
+        twice = [Artifact("a.txt", 1), Artifact("a.txt", 2)]  # one path twice: refused
+        tests = [TestResult("t", TestOutcome.PASSED)]
+        with pytest.raises(sqlite3.IntegrityError):
+            await store.finish_job(job_id, 1, JobState.PASSED, 0, artifacts=twice, tests=tests)
+        job = await store.get_job(job_id)
+        assert job is not None and job.state is JobState.RUNNING
+        assert job.attempts[0].finished_at is None
+        assert await store.artifacts(job_id) == []
+        assert [i.state for i in await store.pending_outbox()] == [
+            JobState.QUEUED, JobState.RUNNING]
+        assert await store.finish_job(job_id, 1, JobState.PASSED, 0, tests=tests)
+        report = await store.test_report(job_id)
+        assert report is not None and report.totals["passed"] == 1
+    finally:
+        await store.close()
+
+
+async def test_the_outbox_hook_follows_commits_that_add_rows(tmp_path: Path) -> None:
+    told: list[int] = []
+    store = await Store.open(tmp_path / "db", on_outbox=lambda: told.append(len(told)))
+    try:
+        quiet = (await store.enqueue_build(request(key="quiet"), [SPEC])).build
+        await store.claim_job(quiet.jobs[0].id, "h", 0)
+        assert told == []  # a build that reports nowhere
+        build = (await store.enqueue_build(request(key="told", github="o/r"), [SPEC])).build
+        assert len(told) == 1
+        await store.set_wait_details({build.jobs[0].id: "position 1"})
+        assert await store.claim_job(build.jobs[0].id, "h", 1) is not None
+        assert await store.claim_job(build.jobs[0].id, "h", 1) is None  # nothing changed
+        assert len(told) == 2
+        await store.finish_job(build.jobs[0].id, 1, JobState.PASSED, 0)
+        assert len(told) == 3
+    finally:
+        await store.close()
+
+
+async def test_queued_jobs_left_with_a_pending_cancel_are_dropped_at_once(
+        tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db")
+    build = (await store.enqueue_build(request(github="o/r"), [SPEC, SPEC])).build
+    await store.close()
+    with sqlite3.connect(tmp_path / "db") as db:  # as an older release left them
+        db.execute("UPDATE jobs SET cancel_requested = 1, reason = 'cancelled by a user'")
+    store = await Store.open(tmp_path / "db")
+    try:
+        await store.drop_cancelled()
+        assert await store.active_jobs() == []
+        done = await store.get_build(build.id)
+        assert done is not None and done.state is JobState.CANCELLED
+        assert [(i.state, i.detail) for i in await store.pending_outbox()][2:] == [
+            (JobState.CANCELLED, "cancelled by a user")] * 2
     finally:
         await store.close()

@@ -37,8 +37,8 @@ def a_build(*states: JobState, untrusted: bool = False) -> Build:
                 slot=0, reason="https://bot:TOKEN@example.com/x.git: not found",
                 attempts=[Attempt(1, "b1", 0, now, None, None, None)])
             for i, state in enumerate(states, 1)]
-    return Build(7, "demo", "refs/heads/main", "a" * 40, Event.PUSH, JobState.RUNNING, now,
-                 untrusted=untrusted, jobs=jobs)
+    return Build(7, "demo", "refs/heads/main", "a" * 40, Event.PUSH, state=JobState.RUNNING,
+                 created_at=now, untrusted=untrusted, jobs=jobs)
 
 
 def test_a_job_asks_the_scheduler_only_what_its_state_needs() -> None:

@@ -5,7 +5,8 @@ status is sent after any crash; it is marked sent only once GitHub acknowledged 
 so an acknowledged state is never sent again (one whose answer a crash lost may be sent
 once more: the same state, harmless). Rows go out in order, one at a time: a failing
 send is retried with backoff before anything after it, and a rate limit is waited out.
-The scheduler never waits for any of this.
+With nothing to send it sleeps until the store says it added rows. The scheduler never
+waits for any of this.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from gidgethub.aiohttp import GitHubAPI
 from gidgethub.apps import get_installation_access_token, get_jwt
 
 from ..config import Config, GitHubConfig
-from ..model import JobState, TestReport
-from ..store import OutboxItem, Store
+from ..model import JobState, OutboxItem, TestReport
+from ..store import Store
 
 log = logging.getLogger(__name__)
-IDLE_S = 0.5
+# Woken by new rows, it waits this long first: the scheduler writes a just-queued job's
+# place in the queue into its row right after queuing it, and the status should say it.
+SETTLE_S = 0.05
 BACKOFF_MAX_S = 300.0
 GITHUB_STATE = {
     JobState.QUEUED: "pending", JobState.RUNNING: "pending", JobState.PASSED: "success",
@@ -80,11 +83,13 @@ class Tokens:
 
 
 class GitHubReporter:
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: Store, added: asyncio.Event) -> None:
+        """`added` is set whenever the store adds outbox rows."""
         assert config.github is not None
         self._github = config.github
         self._public_url = config.server.public_url
         self._store = store
+        self._added = added
         self._tokens = Tokens(config.github)
 
     async def run(self) -> None:
@@ -92,9 +97,11 @@ class GitHubReporter:
             gh = GitHubAPI(session, "asyncci", base_url=self._github.api_url)
             failures = 0
             while True:
+                self._added.clear()  # before reading: rows added after the read set it again
                 items = await self._store.pending_outbox()
                 if not items:
-                    await asyncio.sleep(IDLE_S)
+                    await self._added.wait()
+                    await asyncio.sleep(SETTLE_S)
                     continue
                 for item in items:
                     delay = await self._send(gh, item)
@@ -110,7 +117,7 @@ class GitHubReporter:
         if item.state.finished and item.job.spec.junit:
             tests = await self._store.test_report(item.job.id)
         body = status_body(item, self._public_url, tests)
-        url = f"/repos/{item.github}/statuses/{item.build.sha}"
+        url = f"/repos/{item.github}/statuses/{item.sha}"
         try:
             token = await self._tokens.token(gh, item.github)
             await gh.post(url, data=body, oauth_token=token)

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from ..model import Event, JobState
-from ..store import BuildTime
+from ..store.reads import BuildTime
 from .durations import seconds_between, span
 from .keys import CONFIG, SCHEDULER, STORE
 from .params import MAX_REF_BYTES, error, parse_count

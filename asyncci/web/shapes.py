@@ -13,14 +13,14 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from ..config import RepoConfig
-from ..model import (Artifact, Build, Confinement, HostStatus, Job, JobState, TestOutcome,
-                     TestReport, TestResult, iso, redact_url)
+from ..model import (Artifact, Build, BuildHead, Confinement, HostStatus, Job, JobState,
+                     TestOutcome, TestReport, TestResult, iso, redact_url)
 
 
 class Live(Protocol):
     """What the scheduler alone knows of a job (the Scheduler is one)."""
 
-    def shell_command(self, build: Build, job: Job) -> str | None: ...
+    def shell_command(self, build: BuildHead, job: Job) -> str | None: ...
 
     def note(self, job_id: int) -> str | None: ...
 
@@ -30,7 +30,7 @@ def shown(text: str | None) -> str | None:
     return text and redact_url(text)
 
 
-def job_json(build: Build, job: Job, live: Live) -> dict[str, Any]:
+def job_json(build: BuildHead, job: Job, live: Live) -> dict[str, Any]:
     shell = live.shell_command(build, job) if job.state.failed else None
     confinement = Confinement.of(job.spec, build.untrusted)
     return {
@@ -64,7 +64,7 @@ def build_json(build: Build, live: Live, public_url: str) -> dict[str, Any]:
     }
 
 
-def queued_json(build: Build, job: Job, live: Live, position: int, reason: str,
+def queued_json(build: BuildHead, job: Job, live: Live, position: int, reason: str,
                 now: datetime) -> dict[str, Any]:
     """A queued job with where it stands in the pick order, why, and its wait so far."""
     queued_at = job.queued_at or now

@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..model import TestResult
-from ..store import ResultJob, Store
+from ..store import Store
+from ..store.reports import ResultJob
 
 FLIP_RUNS = 20  # a test whose outcome flipped twice within this many runs is flaky
 LISTED = 100  # rows per list
