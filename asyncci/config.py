@@ -16,7 +16,6 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, time
-from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -82,18 +81,6 @@ def parse_size(value: object) -> int:
     if isinstance(value, str) and (m := _SIZE_RE.fullmatch(value.strip())) and int(m[1]) > 0:
         return int(m[1]) * _SIZE_UNITS[m[2] or "B"]
     raise ValueError(f'must be a size like "50MB" or "512KiB", got {_show(value)}')
-
-
-@lru_cache(maxsize=1024)
-def _glob(pattern: str) -> re.Pattern[str]:
-    regex = {"**": ".*", "*": "[^/]*", "?": "[^/]"}
-    parts = re.split(r"(\*\*|\*|\?)", pattern)
-    return re.compile("".join(regex.get(p, re.escape(p)) for p in parts))
-
-
-def branch_matches(pattern: str, branch: str) -> bool:
-    """SPEC §2 globs: `*` and `?` stop at `/`, `**` crosses it."""
-    return _glob(pattern).fullmatch(branch) is not None
 
 
 @dataclass(frozen=True)

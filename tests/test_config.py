@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from asyncci.config import ConfigError, branch_matches, load_config, parse_duration, parse_size
+from asyncci.config import ConfigError, load_config, parse_duration, parse_size
 
 REPO = '[[repos]]\nname = "r"\nurl = "https://example.org/r.git"\nscript = "make"\n'
 
@@ -309,17 +309,6 @@ def test_sizes(value: object, size: int) -> None:
 def test_bad_sizes(value: object) -> None:
     with pytest.raises(ValueError, match="must be a size"):
         parse_size(value)
-
-
-@pytest.mark.parametrize("pattern, branch, matches", [
-    ("release/*", "release/1.0", True), ("release/*", "release/1/2", False),
-    ("release/**", "release/1/2", True), ("**", "a/b/c", True), ("**/fix", "a/b/fix", True),
-    ("main", "main", True), ("main", "main2", False), ("main", "xmain", False),
-    ("v?", "v1", True), ("v?", "v/", False), ("v?", "v10", False), ("*", "a/b", False),
-    ("feat-*", "feat-x", True), ("1.0", "1x0", False), ("a+b", "a+b", True),
-])
-def test_branch_globs(pattern: str, branch: str, matches: bool) -> None:
-    assert branch_matches(pattern, branch) is matches
 
 
 def test_local_hosts_hide_the_servers_own_files(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from aiohttp import web
 from ..model import (Build, Confinement, Event, Job, JobState, TestOutcome, TestReport,
                      TestResult, iso, redact_url, utcnow)
 from ..planner import PlanError
+from ..refs import full_ref
 from .auth import require_token
 from .keys import CONFIG, LOGS, PLANNER, SCHEDULER, STORE
 
@@ -159,8 +160,7 @@ async def list_builds(request: web.Request) -> web.Response:
     if event is not None and event not in set(Event):
         raise error(web.HTTPBadRequest, f"unknown event {event[:40]!r}")
     ref = request.query.get("ref") or None
-    if ref is not None and not ref.startswith("refs/"):
-        ref = f"refs/heads/{ref}"
+    ref = full_ref(ref) if ref is not None else None
     builds = await request.app[STORE].list_builds(
         repo=request.query.get("repo") or None, state=state, ref=ref, event=event,
         limit=_int(request, "limit", 50, 1, 500) or 50,

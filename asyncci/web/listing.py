@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from ..model import Event, JobState
+from ..refs import full_ref
 from ..store import BuildTime
 from .api import MAX_REF_BYTES, build_json, error, parse_count
 from .keys import STORE
@@ -63,7 +64,7 @@ class BuildFilter:
         """The full ref the branch field names: `main` is `refs/heads/main`."""
         if not self.branch:
             return None
-        return self.branch if self.branch.startswith("refs/") else f"refs/heads/{self.branch}"
+        return full_ref(self.branch)
 
     @property
     def combined(self) -> bool:
