@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from asyncci.config import ConfigError, load_config, parse_duration, parse_size
+from asyncci.config import KEYS, load_config
+from asyncci.config.checks import ConfigError, parse_duration, parse_size
 
 REPO = '[[repos]]\nname = "r"\nurl = "https://example.org/r.git"\nscript = "make"\n'
 
@@ -309,6 +310,19 @@ def test_sizes(value: object, size: int) -> None:
 def test_bad_sizes(value: object) -> None:
     with pytest.raises(ValueError, match="must be a size"):
         parse_size(value)
+
+
+@pytest.mark.parametrize("section", KEYS)
+def test_the_loader_reads_every_key_of_its_table(tmp_path: Path, section: str) -> None:
+    """No key in `KEYS` is accepted and ignored: a date, which no key takes, is refused
+    under each one, and none is called unknown."""
+    table = f"[[{section}]]" if section in ("hosts", "repos") else f"[{section}]"
+    text = table + "\n" + "".join(f"{key} = 1979-05-27\n" for key in KEYS[section])
+    found = errors(tmp_path, text + (REPO if section != "repos" else ""))
+    index = "[0]" if section in ("hosts", "repos") else ""
+    for key in KEYS[section]:
+        assert any(e.startswith(f":{section}{index}.{key}: ") for e in found), key
+    assert not [e for e in found if "unknown key" in e]
 
 
 def test_local_hosts_hide_the_servers_own_files(tmp_path: Path) -> None:
