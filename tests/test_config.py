@@ -69,11 +69,14 @@ def test_the_example_config_loads() -> None:
 
 
 def test_without_hosts_there_is_one_local_host(tmp_path: Path) -> None:
+    """Read as a `[[hosts]]` table naming it alone would be: the same defaults, the same
+    workdir under data_dir as any local host's."""
     [host] = load_config(write(tmp_path, REPO), {}).hosts
     assert (host.name, host.local, host.address) == ("local", True, None)
     assert host.slots == os.cpu_count()
-    assert host.workdir == str(tmp_path / "asyncci-data" / "work")
+    assert host.workdir == str(tmp_path / "asyncci-data" / "work" / "local")
     assert host.labels == () and host.slot_env == {} and host.prepare is None and host.grace == 60
+    assert host == load_config(write(tmp_path, '[[hosts]]\nname = "local"\n' + REPO), {}).hosts[0]
 
 
 def test_host_kinds_and_their_defaults(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ class GitHubConfig:
     app_id: int | None
     private_key: str | None
     api_url: str
-    private_key_file: Path | None = None
+    private_key_file: Path | None
 
 
 @dataclass(frozen=True)
@@ -93,10 +93,10 @@ class HostConfig:
     slot_env: Mapping[str, str]
     prepare: str | None
     grace: float
-    container_command: tuple[str, ...] = ("podman",)
-    container_options: tuple[str, ...] = ()
-    slot_devices: tuple[str, ...] = ()  # `{slot}` not yet replaced
-    untrusted: bool = True  # false: untrusted builds never run here (SPEC §5a)
+    container_command: tuple[str, ...]
+    container_options: tuple[str, ...]
+    slot_devices: tuple[str, ...]  # `{slot}` not yet replaced
+    untrusted: bool  # false: untrusted builds never run here (SPEC §5a)
     # The server's own files, hidden from sandboxed jobs on a local host (its data_dir,
     # its config and the files secrets are read from): the sandbox shows the rest of `/`.
     hidden: tuple[str, ...] = ()
@@ -134,10 +134,10 @@ class RepoConfig:
     env: Mapping[str, str]
     secrets: tuple[Secret, ...]
     script: str
-    isolation: str = "untrusted"  # "all": every job runs confined (SPEC §5a)
-    image: str = ""  # run every job in a fresh container of this image
-    network: bool = True  # false: confined jobs get no network
-    fork_pull_requests: str = "build"  # "build" | "approve" | "ignore"
+    isolation: str  # "all": every job runs confined (SPEC §5a)
+    image: str  # run every job in a fresh container of this image
+    network: bool  # false: confined jobs get no network
+    fork_pull_requests: str  # "build" | "approve" | "ignore"
 
     def redact(self, text: str) -> str:
         return redact_credentials(text, self.url)
@@ -213,9 +213,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     repos = top.get("repos", (), lambda v: array(reader, v, "repos", KEYS["repos"], _repo))
     top.done()
     reader.finish()
-    hosts = hosts or (HostConfig("local", True, None, 22, None, None, None, os.cpu_count() or 1,
-                                 (), str(server.data_dir / "work"), MappingProxyType({}),
-                                 None, 60.0),)
+    # Without [[hosts]], the server's own machine is the one host: read as if written so.
+    hosts = hosts or (_host(Table(reader, {"name": "local"}, "hosts[0]", KEYS["hosts"]), server),)
     # What the server holds is hidden from the sandboxes of the hosts on its own machine.
     hidden = tuple(dict.fromkeys(str(p) for p in (
         server.data_dir, Path(path).absolute(), github and github.private_key_file,
