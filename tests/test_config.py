@@ -9,6 +9,7 @@ import pytest
 
 from asyncci.config import KEYS, load_config
 from asyncci.config.checks import ConfigError, parse_duration, parse_size
+from asyncci.server import validate
 
 REPO = '[[repos]]\nname = "r"\nurl = "https://example.org/r.git"\nscript = "make"\n'
 
@@ -184,8 +185,7 @@ def test_tokens_come_from_the_environment(tmp_path: Path) -> None:
     (REPO + "max_running = 1.5\n", ":repos[0].max_running: must be an integer >= 0, got 1.5"),
     (REPO + 'pull_requests = "true"\n',
      ':repos[0].pull_requests: must be true or false, got "true"'),
-    (REPO + 'schedule = "every day"\n',
-     ':repos[0].schedule: must be a cron expression of 5 fields, got "every day"'),
+    (REPO + 'schedule = ""\n', ':repos[0].schedule: must be a non-empty string, got ""'),
     (REPO + 'github = "gentoo"\n', ':repos[0].github: must be "owner/name", got "gentoo"'),
     (REPO + 'env = { "1X" = "a" }\n',
      ":repos[0].env.1X: is not a valid environment variable name"),
@@ -313,6 +313,22 @@ def test_sizes(value: object, size: int) -> None:
 def test_bad_sizes(value: object) -> None:
     with pytest.raises(ValueError, match="must be a size"):
         parse_size(value)
+
+
+@pytest.mark.parametrize("schedule, problem", [
+    ("*/20 * * * *", None), ("0 0 * * MON-FRI", None),
+    ("every day", "every day"), ("61 * * * *", "61 * * * *"),
+    ("* * * * * *", "* * * * * *"), ("@daily", "@daily"), ("* * * *", "* * * *"),
+])
+def test_a_schedule_is_checked_before_the_server_starts(
+        tmp_path: Path, schedule: str, problem: str | None) -> None:
+    """croniter is no stdlib, so `asyncci check` and `serve` check schedules (through
+    `validate`) once the config has loaded; five fields only, as SPEC's cron has."""
+    path = write(tmp_path, REPO + f'schedule = "{schedule}"\n')
+    expected = [] if problem is None else [
+        f'{path}:repos[0].schedule: must be a cron expression of 5 fields like "*/20 * * * *",'
+        f' got "{problem}"']
+    assert validate(load_config(path, {})) == expected
 
 
 @pytest.mark.parametrize("section", KEYS)
