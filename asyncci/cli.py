@@ -19,7 +19,8 @@ from typing import Any
 
 import aiohttp
 
-from .config import Config, ConfigError, load_config
+from .config import Config, load_config
+from .config.checks import ConfigError
 
 DEFAULT_URL = "http://127.0.0.1:8080"  # the default `server.listen`
 POLL_S = 0.5  # how often a quiet build is asked for news while following it

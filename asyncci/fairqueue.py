@@ -23,7 +23,7 @@ from itertools import islice
 from dataclasses import dataclass, field
 from operator import attrgetter
 
-from .config import RESERVED_LABEL
+from .config.checks import RESERVED_LABEL
 from .model import Capability
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from .config import redact_credentials
+from .refs import HEADS, Commit, branch_of, full_ref
 
 SHA_RE = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
 _GIT_ENV = {
@@ -64,13 +64,6 @@ async def git(*args: str, cwd: Path | None = None, timeout: float = 300,
     return out
 
 
-@dataclass(frozen=True)
-class Commit:
-    sha: str
-    message: str
-    author: str
-
-
 class Mirror:
     """A bare mirror of one repo's branches (and pull-request heads, once fetched)."""
 
@@ -92,13 +85,13 @@ class Mirror:
         heads = {}
         for line in out.decode(errors="replace").splitlines():
             sha, _, ref = line.partition("\t")
-            if is_sha(sha) and ref.startswith("refs/heads/"):
+            if is_sha(sha) and branch_of(ref) is not None:
                 heads[ref] = sha
         return heads
 
     async def fetch(self, *refs: str) -> None:
         """Fetch branches (or the given refs) into the mirror; serialised per mirror."""
-        specs = [f"+{ref}:{ref}" for ref in refs] or ["+refs/heads/*:refs/heads/*"]
+        specs = [f"+{ref}:{ref}" for ref in refs] or [f"+{HEADS}*:{HEADS}*"]
         async with self._lock:
             await self._init()
             await git("fetch", "--quiet", "--no-tags", "--prune", "--", "origin", *specs,
@@ -140,7 +133,7 @@ class Mirror:
 
     async def resolve(self, ref: str) -> str:
         """The sha a branch name or full ref points at in the mirror."""
-        full = ref if ref.startswith("refs/") else f"refs/heads/{ref}"
+        full = full_ref(ref)
         out = await git("rev-parse", "--verify", "--quiet", "--end-of-options",
                         f"{full}^{{commit}}", cwd=self.path)
         return out.decode().strip()
@@ -148,7 +141,7 @@ class Mirror:
     async def branches_containing(self, sha: str) -> list[str]:
         """The mirror's branches whose history holds `sha`."""
         out = await git("for-each-ref", "--format=%(refname:lstrip=2)",
-                        f"--contains={_checked(sha)}", "refs/heads/", cwd=self.path)
+                        f"--contains={_checked(sha)}", HEADS, cwd=self.path)
         return out.decode(errors="replace").split("\n")[:-1]
 
     async def show(self, sha: str, path: str) -> bytes | None:

@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
 
+from .refs import branch_of
+
 
 class JobState(StrEnum):
     QUEUED = "queued"
@@ -307,11 +309,6 @@ def _named(what: str, names: list[str], plural: str = "s") -> str:
 
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def branch_of(ref: str) -> str | None:
-    prefix = "refs/heads/"
-    return ref[len(prefix):] if ref.startswith(prefix) else None
 
 
 def build_state(states: Iterable[JobState]) -> JobState:

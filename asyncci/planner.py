@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 
-from .config import Config, RepoConfig, branch_matches
+from .config import Config, RepoConfig
 from .mirror import GitError, Mirror, is_sha
-from .model import Approval, Build, BuildRequest, Enqueued, Event, JobSpec, branch_of, iso
+from .model import Approval, Build, BuildRequest, Enqueued, Event, JobSpec, iso
 from .pipeline import PipelineError, plan_jobs
+from .refs import Commit, branch_matches, branch_of, branch_ref, full_ref, is_pull_ref, pull_ref
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -33,15 +34,6 @@ PLAN_JOB = JobSpec("pipeline", "")
 class PlanError(Exception):
     """The request cannot become a build: an unknown ref or commit. (A bad pipeline still
     makes a build, errored with the reason, so the commit's page says what is wrong.)"""
-
-
-@dataclass(frozen=True)
-class Commit:
-    """What a trigger knows of a commit; empty fields are looked up in the mirror."""
-
-    sha: str
-    message: str = ""
-    author: str = ""
 
 
 def branch_key(repo: str, ref: str, sha: str) -> str:
@@ -143,18 +135,17 @@ class Planner:
 
     def _base_of(self, repo: RepoConfig, ref: str) -> str | None:
         try:
-            default = _full_ref(self.default_branch(repo))
+            default = full_ref(self.default_branch(repo))
         except PlanError:  # no plain branch to compare with
             return None
-        return default if ref.startswith("refs/heads/") and ref != default else None
+        return default if branch_of(ref) is not None and ref != default else None
 
     def _supersedes(self, repo: RepoConfig, ref: str, event: Event) -> frozenset[Event]:
         """The events whose unfinished builds of `ref` at other commits a build by `event`
         cancels (SPEC §3): none for a person's build, nor where the repo keeps them all."""
         if repo.build_every_commit or event is Event.MANUAL or not ref:
             return frozenset()
-        branch = branch_of(ref)
-        if branch is not None and any(branch_matches(p, branch) for p in repo.keep_superseded):
+        if branch_matches(repo.keep_superseded, branch_of(ref)):
             return frozenset()
         return SUPERSEDABLE
 
@@ -162,7 +153,7 @@ class Planner:
         """A person asked: build `sha`, or the head of `ref`, or of the default branch."""
         if sha is None:
             ref, sha = await self._head(repo, ref or self.default_branch(repo))
-        full = _full_ref(ref) if ref else ""
+        full = full_ref(ref) if ref else ""
         untrusted = await self._untrusted(repo, full, sha)
         # A branch's commit built by hand is that commit built: a poll or push seeing it
         # on the branch later makes no second build.
@@ -184,15 +175,15 @@ class Planner:
         if fork and repo.fork_pull_requests == "approve" and association not in TRUSTED_AUTHORS:
             approval = Approval.WAITING
         return await self.request(
-            repo, f"refs/pull/{number}/head", Commit(sha), Event.PULL_REQUEST,
+            repo, pull_ref(number), Commit(sha), Event.PULL_REQUEST,
             pull_request_key(repo.name, number, sha), pr=number, fork=fork, untrusted=fork,
-            approval=approval, base_ref=f"refs/heads/{base}",
+            approval=approval, base_ref=branch_ref(base),
         )
 
     async def _untrusted(self, repo: RepoConfig, ref: str, sha: str) -> bool:
         """A person asked for this code: trusted only if a branch the repo builds holds it
         (SPEC §5a); a pull request's head never is, whoever's it is."""
-        if ref.startswith("refs/pull/"):
+        if is_pull_ref(ref):
             return True
         branch = branch_of(ref)
         mirror = self._mirrors[repo.name]
@@ -218,7 +209,7 @@ class Planner:
         return await self._store.last_cron_slot(repo.name)
 
     async def _head(self, repo: RepoConfig, ref: str) -> tuple[str, str]:
-        full = _full_ref(ref)
+        full = full_ref(ref)
         mirror = self._mirrors[repo.name]
         try:
             await mirror.fetch(full)
@@ -273,8 +264,4 @@ class Planner:
 
 
 def _builds(repo: RepoConfig, branch: str) -> bool:
-    return any(branch_matches(p, branch) for p in repo.branches)
-
-
-def _full_ref(ref: str) -> str:
-    return ref if ref.startswith("refs/") else f"refs/heads/{ref}"
+    return branch_matches(repo.branches, branch)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from asyncci.config import ConfigError, branch_matches, load_config, parse_duration, parse_size
+from asyncci.config import KEYS, load_config
+from asyncci.config.checks import ConfigError, parse_duration, parse_size
+from asyncci.server import validate
 
 REPO = '[[repos]]\nname = "r"\nurl = "https://example.org/r.git"\nscript = "make"\n'
 
@@ -68,11 +70,14 @@ def test_the_example_config_loads() -> None:
 
 
 def test_without_hosts_there_is_one_local_host(tmp_path: Path) -> None:
+    """Read as a `[[hosts]]` table naming it alone would be: the same defaults, the same
+    workdir under data_dir as any local host's."""
     [host] = load_config(write(tmp_path, REPO), {}).hosts
     assert (host.name, host.local, host.address) == ("local", True, None)
     assert host.slots == os.cpu_count()
-    assert host.workdir == str(tmp_path / "asyncci-data" / "work")
+    assert host.workdir == str(tmp_path / "asyncci-data" / "work" / "local")
     assert host.labels == () and host.slot_env == {} and host.prepare is None and host.grace == 60
+    assert host == load_config(write(tmp_path, '[[hosts]]\nname = "local"\n' + REPO), {}).hosts[0]
 
 
 def test_host_kinds_and_their_defaults(tmp_path: Path) -> None:
@@ -180,8 +185,7 @@ def test_tokens_come_from_the_environment(tmp_path: Path) -> None:
     (REPO + "max_running = 1.5\n", ":repos[0].max_running: must be an integer >= 0, got 1.5"),
     (REPO + 'pull_requests = "true"\n',
      ':repos[0].pull_requests: must be true or false, got "true"'),
-    (REPO + 'schedule = "every day"\n',
-     ':repos[0].schedule: must be a cron expression of 5 fields, got "every day"'),
+    (REPO + 'schedule = ""\n', ':repos[0].schedule: must be a non-empty string, got ""'),
     (REPO + 'github = "gentoo"\n', ':repos[0].github: must be "owner/name", got "gentoo"'),
     (REPO + 'env = { "1X" = "a" }\n',
      ":repos[0].env.1X: is not a valid environment variable name"),
@@ -311,15 +315,33 @@ def test_bad_sizes(value: object) -> None:
         parse_size(value)
 
 
-@pytest.mark.parametrize("pattern, branch, matches", [
-    ("release/*", "release/1.0", True), ("release/*", "release/1/2", False),
-    ("release/**", "release/1/2", True), ("**", "a/b/c", True), ("**/fix", "a/b/fix", True),
-    ("main", "main", True), ("main", "main2", False), ("main", "xmain", False),
-    ("v?", "v1", True), ("v?", "v/", False), ("v?", "v10", False), ("*", "a/b", False),
-    ("feat-*", "feat-x", True), ("1.0", "1x0", False), ("a+b", "a+b", True),
+@pytest.mark.parametrize("schedule, problem", [
+    ("*/20 * * * *", None), ("0 0 * * MON-FRI", None),
+    ("every day", "every day"), ("61 * * * *", "61 * * * *"),
+    ("* * * * * *", "* * * * * *"), ("@daily", "@daily"), ("* * * *", "* * * *"),
 ])
-def test_branch_globs(pattern: str, branch: str, matches: bool) -> None:
-    assert branch_matches(pattern, branch) is matches
+def test_a_schedule_is_checked_before_the_server_starts(
+        tmp_path: Path, schedule: str, problem: str | None) -> None:
+    """croniter is no stdlib, so `asyncci check` and `serve` check schedules (through
+    `validate`) once the config has loaded; five fields only, as SPEC's cron has."""
+    path = write(tmp_path, REPO + f'schedule = "{schedule}"\n')
+    expected = [] if problem is None else [
+        f'{path}:repos[0].schedule: must be a cron expression of 5 fields like "*/20 * * * *",'
+        f' got "{problem}"']
+    assert validate(load_config(path, {})) == expected
+
+
+@pytest.mark.parametrize("section", KEYS)
+def test_the_loader_reads_every_key_of_its_table(tmp_path: Path, section: str) -> None:
+    """No key in `KEYS` is accepted and ignored: a date, which no key takes, is refused
+    under each one, and none is called unknown."""
+    table = f"[[{section}]]" if section in ("hosts", "repos") else f"[{section}]"
+    text = table + "\n" + "".join(f"{key} = 1979-05-27\n" for key in KEYS[section])
+    found = errors(tmp_path, text + (REPO if section != "repos" else ""))
+    index = "[0]" if section in ("hosts", "repos") else ""
+    for key in KEYS[section]:
+        assert any(e.startswith(f":{section}{index}.{key}: ") for e in found), key
+    assert not [e for e in found if "unknown key" in e]
 
 
 def test_local_hosts_hide_the_servers_own_files(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from croniter import croniter
 
 from ..config import RepoConfig
+from ..config.checks import show
 from ..mirror import GitError
 from ..planner import PlanError, Planner
 
@@ -18,8 +19,12 @@ log = logging.getLogger(__name__)
 
 
 def schedule_error(expression: str) -> str | None:
-    """Why croniter would refuse the expression, or None."""
-    return None if croniter.is_valid(expression) else f"not a valid cron schedule: {expression!r}"
+    """Why a repo's `schedule` is refused, or None: the one check of it, which `asyncci
+    check` and `serve` run after the config loads (config.py is stdlib only). Five fields
+    and no more: croniter would take seconds as a sixth, and `@daily`."""
+    if len(expression.split()) == 5 and croniter.is_valid(expression):
+        return None
+    return f'must be a cron expression of 5 fields like "*/20 * * * *", got {show(expression)}'
 
 
 class Cron:

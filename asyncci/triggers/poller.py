@@ -12,9 +12,10 @@ import asyncio
 import logging
 import random
 
-from ..config import RepoConfig, branch_matches
+from ..config import RepoConfig
 from ..mirror import GitError, Mirror
-from ..planner import Commit, PlanError, Planner
+from ..planner import PlanError, Planner
+from ..refs import Commit, branch_matches, branch_of
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 600.0
@@ -57,8 +58,7 @@ class Poller:
         try:
             heads = {
                 ref: sha for ref, sha in (await self._mirror.ls_remote()).items()
-                if any(branch_matches(p, ref.removeprefix("refs/heads/"))
-                       for p in self.repo.branches)
+                if branch_matches(self.repo.branches, branch_of(ref))
             }
             known = await self._planner.known_heads(self.repo)
             changed = {ref: sha for ref, sha in heads.items() if known.get(ref) != sha}

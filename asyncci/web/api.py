@@ -13,6 +13,7 @@ from aiohttp import web
 
 from ..model import Build, Event, JobState
 from ..planner import PlanError
+from ..refs import full_ref
 from .actions import (QUEUE_MAX_OFFSET, QUEUE_PAGE, QUEUE_PAGE_MAX, approve_build, load_build,
                       load_host, load_job, rebuild_build, waiting_jobs)
 from .auth import require_token
@@ -47,8 +48,7 @@ async def list_builds(request: web.Request) -> web.Response:
     if event is not None and event not in set(Event):
         raise error(web.HTTPBadRequest, f"unknown event {event[:40]!r}")
     ref = request.query.get("ref") or None
-    if ref is not None and not ref.startswith("refs/"):
-        ref = f"refs/heads/{ref}"
+    ref = full_ref(ref) if ref is not None else None
     builds = await request.app[STORE].list_builds(
         repo=request.query.get("repo") or None, state=state, ref=ref, event=event,
         limit=query_count(request, "limit", 50, 1, 500) or 50,

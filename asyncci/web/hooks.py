@@ -20,9 +20,10 @@ from aiohttp import web
 from gidgethub import ValidationFailure
 from gidgethub.sansio import validate_event
 
-from ..config import RepoConfig, branch_matches
+from ..config import RepoConfig
 from ..model import Event
-from ..planner import Commit, PlanError
+from ..planner import PlanError
+from ..refs import Commit, branch_matches, branch_of, branch_ref, pull_ref
 from .auth import require_token
 from .keys import BACKGROUND, CONFIG, PLANNER, POKE, SCHEDULER, WEBHOOK_READS
 from .params import error
@@ -58,11 +59,11 @@ def parse_delivery(event: str, payload: dict[str, Any]) -> Push | PullRequest | 
     try:
         repository = str(payload["repository"]["full_name"])
         if event == "push":
-            ref, sha = str(payload["ref"]), str(payload["after"])
-            if payload.get("deleted") or not ref.startswith("refs/heads/") or set(sha) == {"0"}:
+            branch, sha = branch_of(str(payload["ref"])), str(payload["after"])
+            if payload.get("deleted") or branch is None or set(sha) == {"0"}:
                 return None
             head = payload.get("head_commit") or {}
-            return Push(repository, ref.removeprefix("refs/heads/"), sha,
+            return Push(repository, branch, sha,
                         str(head.get("message") or ""), _author(head.get("author")))
         if event == "pull_request":
             action, pr = payload["action"], payload["pull_request"]
@@ -146,11 +147,11 @@ async def act(app: web.Application, repo: RepoConfig, wanted: Push | PullRequest
     planner = app[PLANNER]
     try:
         if isinstance(wanted, Push):
-            if any(branch_matches(p, wanted.branch) for p in repo.branches):
+            if branch_matches(repo.branches, wanted.branch):
                 commit = Commit(wanted.sha, wanted.message, wanted.author)
-                await planner.branch_build(repo, f"refs/heads/{wanted.branch}", commit, Event.PUSH)
+                await planner.branch_build(repo, branch_ref(wanted.branch), commit, Event.PUSH)
         elif repo.pull_requests:
-            ref = f"refs/pull/{wanted.number}/head"
+            ref = pull_ref(wanted.number)
             if wanted.closed:
                 await app[SCHEDULER].cancel_ref(repo.name, ref, f"pull request {wanted.number} closed")
                 return

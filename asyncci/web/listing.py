@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from ..model import Event, JobState
+from ..refs import full_ref
 from ..store.reads import BuildTime
 from .durations import seconds_between, span
 from .keys import CONFIG, SCHEDULER, STORE
@@ -64,7 +65,7 @@ class BuildFilter:
         """The full ref the branch field names: `main` is `refs/heads/main`."""
         if not self.branch:
             return None
-        return self.branch if self.branch.startswith("refs/") else f"refs/heads/{self.branch}"
+        return full_ref(self.branch)
 
     @property
     def combined(self) -> bool:

@@ -14,6 +14,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from ..model import JobState
+from ..refs import branch_ref
 from .params import error
 from .keys import CONFIG, SCHEDULER, STORE
 
@@ -81,7 +82,7 @@ async def badge(request: web.Request) -> web.Response:
         raise error(web.HTTPNotFound, f"no repo {name!r}")
     branch = request.query.get("branch")
     state = await request.app[STORE].latest_finished_state(
-        name, f"refs/heads/{branch}" if branch else None)
+        name, branch_ref(branch) if branch else None)
     text = str(state) if state else "unknown"
     return web.Response(text=badge_svg("build", text, BADGE_COLOURS.get(state, "#9f9f9f")),  # type: ignore[arg-type]
                         content_type="image/svg+xml", headers={"Cache-Control": "no-cache"})

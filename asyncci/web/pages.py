@@ -21,6 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ..config import RepoConfig
 from ..model import Event, JobState, iso, redact_url
 from ..planner import PlanError, Planner
+from ..refs import branch_of, branch_ref
 from .actions import (QUEUE_MAX_OFFSET, QUEUE_PAGE, approve_build, load_build, load_host,
                       rebuild_build, waiting_jobs)
 from .auth import (COOKIE, SESSION_S, attempted, check_form, csrf_token, end_session, has_session,
@@ -144,7 +145,7 @@ def _repo(request: web.Request) -> RepoConfig:
 
 def _default_ref(repo: RepoConfig) -> str | None:
     try:
-        return f"refs/heads/{Planner.default_branch(repo)}"
+        return branch_ref(Planner.default_branch(repo))
     except PlanError:  # only globs: no branch is the default
         return None
 
@@ -181,8 +182,9 @@ async def _refs(request: web.Request, repo: str, default: str | None) -> list[An
 
 def _badge_markdown(request: web.Request, repo: str, default: str | None) -> str:
     url = request.app[CONFIG].server.public_url.rstrip("/")
-    branch = f"?branch={quote(default.removeprefix('refs/heads/'), safe='')}" if default else ""
-    return f"[![asyncci]({url}/badge/{repo}.svg{branch})]({url}/repos/{repo})"
+    branch = branch_of(default) if default else None
+    query = f"?branch={quote(branch, safe='')}" if branch else ""
+    return f"[![asyncci]({url}/badge/{repo}.svg{query})]({url}/repos/{repo})"
 
 
 @routes.get("/builds/{id}")
