@@ -9,7 +9,6 @@ import ctypes
 import io
 import logging
 import os
-import shutil
 import signal
 import tempfile
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from .hosts.base import Host
 from .hosts.local import LocalHost
 from .hosts.ssh import SSHHost
 from .logs import Logs
+from .logs.artifacts import Artifacts
 from .mirror import GitError, Mirror
 from .model import utcnow
 from .planner import Planner
@@ -62,6 +62,7 @@ class Server:
     config: Config
     store: Store
     logs: Logs
+    artifacts: Artifacts
     scheduler: Scheduler
     planner: Planner
     pollers: dict[str, Poller]
@@ -78,13 +79,15 @@ class Server:
         hosts = [make_host(h) for h in config.hosts]
         store = await Store.open(data_dir / "asyncci.db")
         logs = Logs(data_dir / "logs", config.server.max_log_bytes)
-        scheduler = Scheduler(config, store, hosts, logs)
+        artifacts = Artifacts(config.server.artifacts_dir, config.server.max_artifact_bytes)
+        scheduler = Scheduler(config, store, hosts, logs, artifacts)
         mirrors = {r.name: Mirror(data_dir / "mirrors" / f"{r.name}.git", r.url)
                    for r in config.repos}
         planner = Planner(config, store, mirrors, scheduler.on_enqueued)
         pollers = {r.name: Poller(r, mirrors[r.name], planner) for r in config.repos}
-        app = create_app(config, store, scheduler, planner, logs, lambda n: pollers[n].poke())
-        return cls(config, store, logs, scheduler, planner, pollers, app)
+        app = create_app(config, store, scheduler, planner, logs, artifacts,
+                         lambda n: pollers[n].poke())
+        return cls(config, store, logs, artifacts, scheduler, planner, pollers, app)
 
     async def run(self, stop: asyncio.Event) -> None:
         runner = web.AppRunner(self.app, shutdown_timeout=2.0, access_log=None)
@@ -138,7 +141,7 @@ class Server:
             cutoff = utcnow() - timedelta(seconds=self.config.server.log_retention)
             for job_id in await self.store.expire_logs(cutoff):
                 self.logs.delete(job_id)
-                shutil.rmtree(self.config.server.artifacts_dir / str(job_id), ignore_errors=True)
+                self.artifacts.delete(job_id)
             await asyncio.sleep(RETENTION_EVERY_S)
 
 

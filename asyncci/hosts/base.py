@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from ..config import HostConfig
-from ..logs import JobLog
+from ..logs.joblog import JobLog
 from ..model import Artifact, Capability, Confinement, HostState, TestResult
 from .results import parse_junit
 

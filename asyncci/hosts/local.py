@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..config import HostConfig
-from ..logs import JobLog
+from ..logs.joblog import JobLog
 from ..model import HostState
 from .base import (FORGET, READ_WRAPPER, Collected, Entry, HostLost, JobRun, Outcome,
                    capabilities, collect_files, job_path, pump, workspace_path, wrapper_input)

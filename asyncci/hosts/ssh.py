@@ -28,7 +28,7 @@ from typing import cast
 import asyncssh
 
 from ..config import HostConfig
-from ..logs import JobLog
+from ..logs.joblog import JobLog
 from ..model import HostState, utcnow
 from .base import (FORGET, Collected, Entry, HostLost, JobRun, Outcome, capabilities,
                    collect_files, command, job_path, pump, workspace_path, wrapper_input)

@@ -21,7 +21,7 @@ from ..model import (Build, Confinement, Event, Job, JobState, TestOutcome, Test
                      TestResult, iso, redact_url, utcnow)
 from ..planner import PlanError
 from .auth import require_token
-from .keys import CONFIG, LOGS, PLANNER, SCHEDULER, STORE
+from .keys import ARTIFACTS, CONFIG, LOGS, PLANNER, SCHEDULER, STORE
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -330,7 +330,7 @@ async def artifact(request: web.Request) -> web.StreamResponse:
     if path not in {a.path for a in await request.app[STORE].artifacts(job.id)}:
         raise error(web.HTTPNotFound, f"job {job.id} has no artifact {path!r}")
     try:
-        file = (request.app[CONFIG].server.artifacts_dir / str(job.id) / path).open("rb")
+        file = request.app[ARTIFACTS].open(job.id, path)
     except OSError:
         raise error(web.HTTPGone, f"artifact {path!r} of job {job.id} is no longer kept") from None
     with file, reader_may_leave(f"artifact {path!r} of job {job.id}"):

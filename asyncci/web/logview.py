@@ -20,7 +20,9 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from ..logs import Layout, Logs, Mark, Timeline
+from ..logs import Logs
+from ..logs.layout import Layout
+from ..logs.timeline import Mark, Timeline
 from ..model import JobState
 from .api import error, parse_count, utf8_boundary
 from .keys import LOGS, SEARCHES, STORE
