@@ -22,7 +22,9 @@ from typing import Any
 from .config import Config, HostConfig, RepoConfig
 from .fairqueue import FairQueue, HostView, QueuedJob, Share, Waiting
 from .hosts.base import Collected, Host, HostLost, JobRun, Outcome
-from .logs import JobLog, Logs
+from .logs import Logs
+from .logs.artifacts import Artifacts
+from .logs.joblog import JobLog
 from .model import (ActiveJob, Approval, BuildHead, Capability, Confinement, Enqueued, HostState,
                     HostStatus, Job, JobSpec, JobState, counted, utcnow)
 from .store import Store
@@ -119,11 +121,11 @@ class Running:
 
 
 class Scheduler:
-    def __init__(self, config: Config, store: Store, hosts: Iterable[Host], logs: Logs) -> None:
+    def __init__(self, config: Config, store: Store, hosts: Iterable[Host], logs: Logs,
+                 artifacts: Artifacts) -> None:
         self._store = store
         self._logs = logs
-        self._artifacts = config.server.artifacts_dir
-        self._artifact_cap = config.server.max_artifact_bytes
+        self._artifacts = artifacts
         self._repos = {r.name: r for r in config.repos}
         self._reported = {r.name for r in config.repos if config.github and r.github}
         self._host_configs = {h.name: h for h in config.hosts}
@@ -388,7 +390,7 @@ class Scheduler:
         return JobRun(job.id, job.attempt, build.repo, repo.url, build.sha, build.ref,
                       job.slot or 0, job.spec.script,
                       job_env(build, job, self._host_configs[host.name], repo),
-                      job.spec.artifacts, job.spec.junit, self._artifact_cap, build.untrusted,
+                      job.spec.artifacts, job.spec.junit, self._artifacts.max_bytes, build.untrusted,
                       Confinement.of(job.spec, build.untrusted), job.spec.image,
                       job.spec.network)
 
@@ -417,7 +419,7 @@ class Scheduler:
         if not (run.artifacts or run.junit):
             return NOTHING
         try:
-            kept = await host.collect(run, self._artifacts / str(run.job_id))
+            kept = await host.collect(run, self._artifacts.of(run.job_id))
         except Exception as e:  # noqa: BLE001 -- whatever goes wrong, the job must be recorded
             if not isinstance(e, HostLost):
                 log.exception("job %d: collecting its files failed", run.job_id)

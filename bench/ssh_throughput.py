@@ -17,7 +17,10 @@ import asyncssh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asyncci.hosts.base import COMMAND, JobRun, wrapper_input  # noqa: E402
+from asyncci.config import HostConfig  # noqa: E402
+from asyncci.hosts.base import JobRun  # noqa: E402
+from asyncci.hosts.wrapper import Wrapper, command  # noqa: E402
+from asyncci.server import KILL_GRACE_S  # noqa: E402
 from bench.throughput import bench_server  # noqa: E402
 from tests.support.gitrepo import GitRepo  # noqa: E402
 from tests.support.sshd import Sshd  # noqa: E402
@@ -38,14 +41,18 @@ async def reference(servers: list[Sshd], jobs: int, repo: GitRepo | None) -> flo
 
     async def worker(host: int, slot: int) -> None:
         conn, workdir = conns[host], str(servers[host].workdir) + "-ref"
+        config = HostConfig(f"ref{host}", False, "127.0.0.1", servers[host].port, None, None,
+                            None, SLOTS, (), workdir, {}, None, 60.0)
+        wrapper = Wrapper(config, workdir, KILL_GRACE_S)
         while not queue.empty():
             n = queue.get_nowait()
             if repo is None:
                 await conn.run("true", check=True)
                 continue
             run = JobRun(n + 1, 1, "bench", str(repo.path), sha, "refs/heads/main", slot, "true")
-            proc = await conn.create_process(COMMAND, encoding=None)
-            proc.stdin.write(wrapper_input("start", workdir, run))
+            data = wrapper.input("start", run)
+            proc = await conn.create_process(command(data), encoding=None)
+            proc.stdin.write(data)
             proc.stdin.write_eof()
             while await proc.stdout.read(1 << 16):
                 pass

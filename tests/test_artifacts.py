@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,14 @@ from typing import Any
 import pytest
 
 from asyncci.config import load_config
-from asyncci.hosts.base import Collected, Host, HostLost, JobRun, Outcome, job_path
+from asyncci.hosts.base import Collected, Host, HostLost, JobRun, Outcome
 from asyncci.hosts.local import LocalHost
 from asyncci.hosts.results import parse_junit
 from asyncci.hosts.ssh import SSHHost
+from asyncci.hosts.wrapper import job_dir
 from asyncci.logs import Logs
 from asyncci.model import Artifact, HostState, TestOutcome, TestResult
+from asyncci.server import KILL_GRACE_S
 from tests.support.gitrepo import GitRepo
 from tests.support.sshd import Sshd
 from tests.support.wait import until
@@ -147,7 +148,7 @@ async def test_local_host_collects_what_the_patterns_name_and_refuses_the_rest(
     config_for: Callable[..., Path], repo: GitRepo, tmp_path: Path
 ) -> None:
     (tmp_path / "report.xml").write_bytes(REPORT)
-    host = LocalHost(load_config(config_for()).hosts[0])
+    host = LocalHost(load_config(config_for()).hosts[0], KILL_GRACE_S)
     run = job(repo, f"REPORT={tmp_path / 'report.xml'}\n{HOSTILE}",
               artifacts=("out/*", "dist/*.whl", "odd", "*-link", "../secret", "/etc/passwd",
                          "missing/*", "etc-link/passwd"),
@@ -182,11 +183,11 @@ async def test_local_host_collects_what_the_patterns_name_and_refuses_the_rest(
 async def test_nothing_to_collect_costs_nothing(
     config_for: Callable[..., Path], repo: GitRepo, tmp_path: Path, patterns: dict[str, Any]
 ) -> None:
-    host = LocalHost(load_config(config_for()).hosts[0])
+    host = LocalHost(load_config(config_for()).hosts[0], KILL_GRACE_S)
     run = job(repo, "mkdir out && echo x >out/a", **patterns)
     log = await run_job(host, run, tmp_path)
     assert "[asyncci]" not in log
-    jobdir = Path(job_path(load_config(config_for()).hosts[0].workdir, run))
+    jobdir = Path(load_config(config_for()).hosts[0].workdir) / job_dir(run)
     assert not (jobdir / "artifacts").exists()
     assert await host.collect(run, tmp_path / "dest") == Collected([], [], [])
     assert not (tmp_path / "dest").exists()
@@ -237,9 +238,9 @@ async def test_ssh_host_downloads_artifacts_over_sftp_within_the_cap(
     run = job(repo, script, artifacts=("big.bin", "bigger.bin", "small.txt"),
               junit=("report.xml",), cap=4 * 10**6)
     dest = tmp_path / "data" / "artifacts" / "1"
-    async with online(SSHHost(config)) as host:
+    async with online(SSHHost(config, KILL_GRACE_S)) as host:
         log = await run_job(host, run, tmp_path)
-        jobdir = Path(job_path(config.workdir, run))
+        jobdir = Path(config.workdir) / job_dir(run)
         # What a process that outlived its job could leave there: refused on the server.
         (jobdir / "artifacts" / "stray").symlink_to("/etc/passwd")
         collected = await asyncio.wait_for(host.collect(run, dest), 30)
@@ -258,13 +259,13 @@ async def test_ssh_host_gone_when_collecting_is_lost(
 ) -> None:
     config = load_config(config_for(hosts=[sftp_sshd.host("a", grace="1s")])).hosts[0]
     run = job(repo, "echo x >a", artifacts=("a",))
-    async with online(SSHHost(config)) as host:
+    async with online(SSHHost(config, KILL_GRACE_S)) as host:
         await run_job(host, run, tmp_path)
         sftp_sshd.stop()
         await until(lambda: host.state is HostState.OFFLINE, 20, "host offline")
         with pytest.raises(HostLost, match="unreachable"):
             await asyncio.wait_for(host.collect(run, tmp_path / "dest"), 20)
-    assert os.path.exists(job_path(config.workdir, run) + "/artifacts/a")  # left on the host
+    assert (Path(config.workdir) / job_dir(run) / "artifacts" / "a").exists()  # left on the host
 
 
 async def test_ssh_host_without_sftp_says_so(
@@ -272,7 +273,7 @@ async def test_ssh_host_without_sftp_says_so(
 ) -> None:
     config = load_config(config_for(hosts=[no_sftp_sshd.host("a")])).hosts[0]
     run = job(repo, "echo x >a", artifacts=("a",))
-    async with online(SSHHost(config)) as host:
+    async with online(SSHHost(config, KILL_GRACE_S)) as host:
         await run_job(host, run, tmp_path)
         with pytest.raises(HostLost, match="`Subsystem sftp` line in its sshd_config"):
             await asyncio.wait_for(host.collect(run, tmp_path / "dest"), 20)
@@ -281,7 +282,7 @@ async def test_ssh_host_without_sftp_says_so(
 
 async def test_a_file_that_grows_while_it_is_copied_stays_within_the_cap(tmp_path: Path) -> None:
     """A process that outlived its job may still write to a collected file."""
-    from asyncci.hosts.base import collect_files
+    from asyncci.hosts.collection import collect_files
     from asyncci.hosts.local import _LocalFiles
 
     class Growing(_LocalFiles):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from asyncci.config import load_config
+from asyncci.server import make_host
 from tests.support.gitrepo import GitRepo
 from tests.support.server import api_for, running_server
 from tests.support.wait import until
@@ -68,11 +71,11 @@ async def test_timeout_kills_the_whole_process_group(
     marker = f"asyncci-timeout-marker-{os.getpid()}"
     script = (f"bash -c 'sleep 300; : {marker}' &\n"
               f"bash -c 'trap \"\" TERM; sleep 301; : {marker}' &\nwait")
-    async with running_server(config_for(script, timeout="1s")) as server, \
+    async with running_server(config_for(script, timeout="1s"), kill_grace=0.5) as server, \
             api_for(server) as api:
         build = (await api.call("POST", "/api/repos/demo/builds", {}))[1]
         await until(lambda: processes_with(marker), 10, "the job's processes")
-        done = await api.build(build["id"], timeout=40)
+        done = await api.build(build["id"], timeout=30)
     job = done["jobs"][0]
     assert (job["state"], job["reason"]) == ("failed", "timed out after 1s")
     assert processes_with(marker) == []  # even the one ignoring SIGTERM got SIGKILL
@@ -129,3 +132,24 @@ async def test_a_line_that_may_begin_a_secret_is_shown_once_the_job_goes_quiet(
         await until(shown, 10, "the held line shown while the job sleeps")
         await api.call("POST", f"/api/builds/{build['id']}/cancel")
         assert (await api.build(build["id"]))["state"] == "cancelled"
+
+
+async def test_a_host_forgets_attempts_long_over_once_it_is_reached(
+    config_for: Callable[..., Path], tmp_path: Path
+) -> None:
+    """An attempt's directory outlives it only so the server can finish reading its log:
+    a day after it ended, the host's next connection (its probe) removes it; `asyncci
+    check` probes too, and removes nothing."""
+    jobs = tmp_path / "work" / "jobs"
+    day_ago = time.time() - 86400 - 120
+    for name, ended in (("1-1", day_ago), ("2-1", time.time()), ("3-1", None)):
+        (jobs / name).mkdir(parents=True)
+        (jobs / name / "job.log").write_text("x")
+        if ended is not None:
+            (jobs / name / "job.exit").write_text("0\n")
+            os.utime(jobs / name / "job.exit", (ended, ended))
+    host = make_host(load_config(config_for()).hosts[0])
+    await host.probe()
+    assert sorted(p.name for p in jobs.iterdir()) == ["1-1", "2-1", "3-1"]
+    await host.maintain()
+    assert sorted(p.name for p in jobs.iterdir()) == ["2-1", "3-1"]  # one still running

@@ -20,7 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import asyncci
-from asyncci.logs import MARK, STRIDE, TICK_MS, Logs, Mark, Masker, masking_pattern, secret_forms
+from asyncci.logs import Logs
+from asyncci.logs.masking import Masker, masking_pattern, secret_forms
+from asyncci.logs.timeline import MARK, STRIDE, TICK_MS, Mark
 from tests.support.wait import until_sync
 
 SECRET = "hunter2-very-secret"

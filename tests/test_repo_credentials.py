@@ -13,8 +13,8 @@ import pytest
 
 from asyncci.config import load_config, redact_credentials
 from asyncci.hosts.base import HostLost
-from asyncci.hosts.local import LocalHost
 from asyncci.mirror import GitError, Mirror
+from asyncci.server import make_host
 from tests.support.gitrepo import GitRepo
 from tests.support.server import api_for, running_server
 
@@ -120,4 +120,4 @@ async def test_a_host_with_a_git_too_old_for_the_url_route_is_refused(
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     with pytest.raises(HostLost, match="^git version 2.30.2 is too old: asyncci needs git"
                                       " 2.31 or newer$"):
-        await LocalHost(load_config(config_for()).hosts[0]).probe()
+        await make_host(load_config(config_for()).hosts[0]).probe()

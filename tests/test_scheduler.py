@@ -233,7 +233,7 @@ async def test_a_log_that_refuses_asynccis_notes_changes_no_verdict(
     def full(self: Any, text: str) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("asyncci.logs.JobLog.note", full)
+    monkeypatch.setattr("asyncci.logs.joblog.JobLog.note", full)
     config = config_for("exit 3", retries=2)
     async with running_server(config) as server, api_for(server) as api:
         build = (await api.call("POST", "/api/repos/demo/builds", {}))[1]

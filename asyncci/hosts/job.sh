@@ -1,13 +1,17 @@
 # asyncci's job wrapper: the same text runs on local and SSH hosts, read from stdin by
-# `bash -c 'eval "$(cat)"'` after a preamble of shell-quoted AC_* assignments, so no job
-# data (script, environment, secrets, branch names) ever appears on a command line.
+# `bash -c 'eval "$(head -c N)"'` after a preamble of shell-quoted AC_* assignments, so no
+# job data (script, environment, secrets, branch names) ever appears on a command line.
+# Every path comes in the preamble, relative to AC_WORKDIR (wrapper.py decides them all):
+# AC_WS the workspace, AC_DIR the attempt's directory, AC_MIRROR the repo's mirror.
 #
 # AC_MODE   start  check out AC_SHA into AC_WS, start the script detached, stream its log
 #           attach stream the log of a job already started, from byte AC_OFFSET
-#           kill   SIGTERM the job's process group now, SIGKILL it AC_GRACE seconds later
+#           kill   SIGTERM the job's process group now, SIGKILL it AC_GRACE tenths of a
+#                  second later
 #           reap   the same, and return only once the group is gone: an attempt given up
 #                  on must be over before its slot's workspace takes the next job
-#           probe  print git's and bash's versions, then what the host can confine with
+#           probe  print git's and bash's versions, then what the host can confine with;
+#                  with AC_JOBS, first remove the attempts' directories there long over
 # AC_ARTIFACTS and AC_JUNIT (start mode): glob patterns, one a line, naming what to collect
 # from the workspace once the job ended, within AC_CAP bytes in all (see `collect`).
 # AC_CONFINE (start mode): "" runs the script as the build user; "sandbox" in bubblewrap;
@@ -22,10 +26,9 @@ set -u
 umask 077
 cd -- "$AC_WORKDIR" 2>/dev/null || { mkdir -p -- "$AC_WORKDIR" && cd -- "$AC_WORKDIR"; } ||
 	{ echo "asyncci-error workdir $AC_WORKDIR unusable" >&2; exit 3; }
-# AC_WS and AC_MIRROR come relative to the workdir, which may itself be relative to the
-# home: absolute from here on, as the sandbox's mounts need them.
-AC_WORKDIR=$PWD AC_WS=$PWD/$AC_WS AC_MIRROR=$PWD/$AC_MIRROR
-jobdir="$PWD/jobs/$AC_JOB"
+# The workdir may itself be relative to the home: paths are absolute from here on, as the
+# sandbox's mounts need them.
+AC_WORKDIR=$PWD AC_WS=$PWD/$AC_WS AC_MIRROR=$PWD/$AC_MIRROR AC_DIR=$PWD/$AC_DIR
 
 lines() {
 	# NAME TEXT: the array NAME gets TEXT's lines, none for an empty TEXT; no word
@@ -86,27 +89,26 @@ checkout() {
 
 forget_old_jobs() {
 	# A job directory outlives its job only so the server can finish reading its log.
-	find jobs -mindepth 2 -maxdepth 2 -name job.exit -mmin +1440 -printf '%h\0' 2>/dev/null |
-		xargs -0 -r rm -rf --
+	find "$AC_JOBS" -mindepth 2 -maxdepth 2 -name job.exit -mmin +1440 -printf '%h\0' \
+		2>/dev/null | xargs -0 -r rm -rf --
 }
 
 start() {
-	((RANDOM % 64)) || forget_old_jobs
-	[ ! -e "$jobdir/cancel" ] || fail "cancelled before it started"
-	[ ! -e "$jobdir" ] || rm -rf -- "$jobdir"
-	mkdir -p -- "$jobdir" "${AC_MIRROR%/*}" || fail "cannot create $jobdir"
-	printf '%s' "$AC_ENV" >"$jobdir/env"
-	printf '%s' "$AC_SCRIPT" >"$jobdir/script"
+	[ ! -e "$AC_DIR/cancel" ] || fail "cancelled before it started"
+	[ ! -e "$AC_DIR" ] || rm -rf -- "$AC_DIR"
+	mkdir -p -- "$AC_DIR" "${AC_MIRROR%/*}" || fail "cannot create $AC_DIR"
+	printf '%s' "$AC_ENV" >"$AC_DIR/env"
+	printf '%s' "$AC_SCRIPT" >"$AC_DIR/script"
 	# The supervisor is a session of its own from here on: a connection that drops (or a
 	# server that stops) even during the checkout loses nothing. Functions and values
 	# reach it through the environment, not its command line.
-	export -f supervise confine lines checkout fetch g collect gather put note
-	export AC_JOB AC_WORKDIR AC_REPO AC_URL AC_SHA AC_REF AC_GRACE AC_DIR="$jobdir" AC_WS AC_MIRROR \
+	export -f supervise confine lines checkout fetch g collect gather put note stop_group
+	export AC_JOB AC_WORKDIR AC_URL AC_SHA AC_REF AC_GRACE AC_DIR AC_WS AC_MIRROR \
 		AC_ARTIFACTS AC_JUNIT AC_CAP AC_CONFINE AC_IMAGE AC_NETWORK AC_ENGINE AC_ENGINE_OPTIONS \
 		AC_DEVICES AC_HIDE AC_ENV_NAMES AC_FRESH
 	setsid bash -c supervise </dev/null >/dev/null 2>&1 &
 	# Not a process group leader, setsid(1) does not fork: $! is the supervisor.
-	echo $! >"$jobdir/sup.pid"
+	echo $! >"$AC_DIR/sup.pid"
 	stream
 }
 
@@ -116,7 +118,7 @@ supervise() {
 	# What the script leaves running in its group is stopped before the job counts as
 	# ended, so the slot's next job never meets it; a confined job's PID namespace goes
 	# with its script, and with it whatever the job started, `setsid` or not.
-	local pgid status n=0 script="$AC_DIR/script"
+	local pgid status script="$AC_DIR/script"
 	local -a jail=() engine
 	lines engine "$AC_ENGINE"
 	cd -- "$AC_WORKDIR" || exit
@@ -139,13 +141,7 @@ supervise() {
 	status=$?
 	# A sandbox's PID namespace ended with its script, killing all it held; what is left
 	# in the group is its init, dead, until the host's init reaps it: not worth a wait.
-	if [ "$AC_CONFINE" != sandbox ] && kill -TERM -- "-$pgid" 2>/dev/null; then
-		while kill -0 -- "-$pgid" 2>/dev/null && [ $n -lt $((AC_GRACE * 10)) ]; do
-			sleep 0.1
-			n=$((n + 1))
-		done
-		kill -KILL -- "-$pgid" 2>/dev/null
-	fi
+	[ "$AC_CONFINE" = sandbox ] || stop_group "$pgid"
 	# The engine's `run` is not the container: one killed by a timeout leaves it running.
 	[ "$AC_CONFINE" != container ] || "${engine[@]}" rm -f -- "asyncci-$AC_JOB" >/dev/null 2>&1
 	# Before job.exit: the stream, which ends with this process, carries collect's notes.
@@ -303,50 +299,58 @@ note() {
 
 stream() {
 	local sup status ack
-	[ -s "$jobdir/sup.pid" ] || { echo asyncci-lost >&2; exit 0; }
-	read -r sup <"$jobdir/sup.pid"
+	[ -s "$AC_DIR/sup.pid" ] || { echo asyncci-lost >&2; exit 0; }
+	read -r sup <"$AC_DIR/sup.pid"
 	if kill -0 "$sup" 2>/dev/null; then
-		tail -c "+$((AC_OFFSET + 1))" -s 0.02 -F --pid="$sup" -- "$jobdir/job.log" 2>/dev/null
+		tail -c "+$((AC_OFFSET + 1))" -s 0.02 -F --pid="$sup" -- "$AC_DIR/job.log" 2>/dev/null
 	else
-		tail -c "+$((AC_OFFSET + 1))" -- "$jobdir/job.log" 2>/dev/null
+		tail -c "+$((AC_OFFSET + 1))" -- "$AC_DIR/job.log" 2>/dev/null
 	fi
-	if [ -s "$jobdir/job.exit" ]; then
-		read -r status <"$jobdir/job.exit"
+	if [ -s "$AC_DIR/job.exit" ]; then
+		read -r status <"$AC_DIR/job.exit"
 		printf 'asyncci-exit %s\n' "$status" >&2
-	elif [ -s "$jobdir/job.error" ]; then
-		printf 'asyncci-error %s\n' "$(cat -- "$jobdir/job.error")" >&2
+	elif [ -s "$AC_DIR/job.error" ]; then
+		printf 'asyncci-error %s\n' "$(cat -- "$AC_DIR/job.error")" >&2
 	else
 		echo asyncci-lost >&2
 		return
 	fi
 	exec >&- 2>&- # the server's end of the stream, and the end of its wait for how it ended
-	read -r ack && [ "$ack" = forget ] && rm -f -- "$jobdir/job.log"
+	read -r ack && [ "$ack" = forget ] && rm -f -- "$AC_DIR/job.log"
+}
+
+stop_group() {
+	# PGID: SIGTERM the process group, then SIGKILL what is left of it once AC_GRACE tenths
+	# of a second passed. The one way asyncci stops a group of processes.
+	local n=0
+	kill -TERM -- "-$1" 2>/dev/null || return 0
+	while kill -0 -- "-$1" 2>/dev/null; do
+		((n++ < AC_GRACE)) || { kill -KILL -- "-$1" 2>/dev/null; return 0; }
+		sleep 0.1
+	done
 }
 
 kill_job() {
 	local pid n=0
 	# An attempt that ended is left alone: its pid may belong to someone else by now.
-	[ ! -e "$jobdir/job.exit" ] || exit 0
+	[ ! -e "$AC_DIR/job.exit" ] || exit 0
 	# Mark first, then look for the pid: the supervisor writes the pid, then looks for the
 	# mark, so one of the two always sees the other, however they interleave.
-	mkdir -p -- "$jobdir" && : >"$jobdir/cancel" || exit 3
-	[ -s "$jobdir/job.pid" ] || exit 0
-	read -r pid <"$jobdir/job.pid"
-	kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || exit 0
+	mkdir -p -- "$AC_DIR" && : >"$AC_DIR/cancel" || exit 3
+	[ -s "$AC_DIR/job.pid" ] || exit 0
+	read -r pid <"$AC_DIR/job.pid"
+	# A script not yet in a group of its own is told alone (the supervisor, which waits
+	# for it, stops the group it then makes).
+	kill -0 -- "-$pid" 2>/dev/null || { kill -TERM "$pid" 2>/dev/null; exit 0; }
 	if [ "$AC_MODE" = kill ]; then
-		# The SIGKILL comes from a process of its own: nobody waits for the grace period,
-		# and it happens even if the connection or the server goes away meanwhile.
-		setsid bash -c 'n=0
-			while kill -0 -- "-$0" 2>/dev/null && [ $n -lt $(($1 * 10)) ]; do sleep 0.1; n=$((n + 1)); done
-			kill -KILL -- "-$0" 2>/dev/null' "$pid" "$AC_GRACE" </dev/null >/dev/null 2>&1 &
+		# In a process of its own: nobody waits for the grace period, and the SIGKILL
+		# comes even if the connection or the server goes away meanwhile.
+		export -f stop_group
+		export AC_GRACE
+		setsid bash -c 'stop_group "$0"' "$pid" </dev/null >/dev/null 2>&1 &
 		exit 0
 	fi
-	while kill -0 -- "-$pid" 2>/dev/null && [ $n -lt $((AC_GRACE * 10)) ]; do
-		sleep 0.1
-		n=$((n + 1))
-	done
-	kill -KILL -- "-$pid" 2>/dev/null
-	n=0
+	stop_group "$pid"
 	while kill -0 -- "-$pid" 2>/dev/null; do
 		[ $n -lt 50 ] || exit 4  # unkillable (a process stuck in the kernel): try again later
 		sleep 0.1
@@ -358,6 +362,7 @@ kill_job() {
 probe() {
 	local -a engine
 	local version
+	[ -z "$AC_JOBS" ] || forget_old_jobs
 	lines engine "$AC_ENGINE"
 	version=$(git --version 2>/dev/null) || { echo "git is missing"; exit 1; }
 	# GIT_CONFIG_COUNT, which carries a repo's URL past the command line, came in 2.31.

@@ -17,17 +17,18 @@ from datetime import datetime
 from pathlib import Path
 
 from ..config import HostConfig
-from ..logs import JobLog
+from ..logs.joblog import JobLog
 from ..model import HostState
-from .base import (FORGET, READ_WRAPPER, Collected, Entry, HostLost, JobRun, Outcome,
-                   capabilities, collect_files, job_path, pump, workspace_path, wrapper_input)
+from .base import Collected, HostLost, JobRun, Outcome
+from .collection import Entry, collect_files
+from .wrapper import FORGET, READ_WRAPPER, Wrapper, capabilities, pump
 
 COPY_CHUNK = 8 << 20  # copied in the kernel; other tasks run between chunks
 BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "SHELL")  # all the wrapper inherits
 
 
 class LocalHost:
-    def __init__(self, config: HostConfig) -> None:
+    def __init__(self, config: HostConfig, kill_grace: float) -> None:
         self.name = config.name
         self.labels = frozenset(config.labels)
         self.capabilities, self.abilities = capabilities(config, None)
@@ -37,7 +38,7 @@ class LocalHost:
         self.latency_ms: float | None = 0.0
         self.offline_since: datetime | None = None  # it is this machine: never away
         self._config = config
-        self._workdir = str(Path(config.workdir).absolute())
+        self._wrapper = Wrapper(config, str(Path(config.workdir).absolute()), kill_grace)
         self._on_change: Callable[[], None] = lambda: None
 
     def watch(self, on_change: Callable[[], None]) -> None:
@@ -46,7 +47,7 @@ class LocalHost:
     async def maintain(self) -> None:
         """No connection to keep: only learn once what this machine can confine with."""
         try:
-            probed = await self._probe()
+            probed = await self._probe(tidy=True)
         except HostLost as e:
             self.last_error = str(e)
             return
@@ -55,8 +56,7 @@ class LocalHost:
 
     async def run(self, run: JobRun, log: JobLog, attach: bool) -> Outcome:
         mode = "attach" if attach else "start"
-        proc = await self._wrapper(wrapper_input(mode, self._config, self._workdir, run,
-                                                 log.raw_offset), keep_open=True)
+        proc = await self._spawn(self._wrapper.input(mode, run, log.raw_offset), keep_open=True)
         try:
             assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
             outcome = await pump(proc.stdout, proc.stderr, log)
@@ -71,26 +71,26 @@ class LocalHost:
 
     async def kill(self, run: JobRun, reap: bool = False) -> None:
         mode = "reap" if reap else "kill"
-        status, out = await self._command(wrapper_input(mode, self._config, self._workdir, run))
+        status, out = await self._command(self._wrapper.input(mode, run))
         if status != 0:
             raise HostLost(f"{mode} of job {run.dirname} failed (exit {status}): {out}")
 
     def shell_command(self, repo: str, slot: int) -> str | None:
-        return f"cd {shlex.quote(workspace_path(self._workdir, repo, slot))} && exec bash"
+        return f"cd {shlex.quote(self._wrapper.workspace(repo, slot))} && exec bash"
 
     async def probe(self) -> str:
         probed = await self._probe()
         return f"{probed.splitlines()[0]}; {capabilities(self._config, probed)[1]}"
 
-    async def _probe(self) -> str:
-        status, out = await self._command(wrapper_input("probe", self._config, self._workdir))
+    async def _probe(self, tidy: bool = False) -> str:
+        status, out = await self._command(self._wrapper.input("probe", tidy=tidy))
         if status != 0:
             raise HostLost(out or "probe failed")
         return out
 
     async def _command(self, data: bytes) -> tuple[int, str]:
         """A short wrapper run to its end: exit status and output."""
-        proc = await self._wrapper(data)
+        proc = await self._spawn(data)
         try:
             out, _ = await proc.communicate()
         finally:
@@ -98,11 +98,11 @@ class LocalHost:
         return proc.returncode or 0, out.decode(errors="replace").strip()
 
     async def collect(self, run: JobRun, dest: Path) -> Collected:
-        return await collect_files(_LocalFiles(Path(job_path(self._workdir, run))), dest,
+        return await collect_files(_LocalFiles(Path(self._wrapper.job_dir(run))), dest,
                                    run.artifact_cap)
 
     @staticmethod
-    async def _wrapper(data: bytes, keep_open: bool = False) -> asyncio.subprocess.Process:
+    async def _spawn(data: bytes, keep_open: bool = False) -> asyncio.subprocess.Process:
         """The wrapper, fed `data`; stdin stays open for FORGET with `keep_open`."""
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -121,6 +121,8 @@ class LocalHost:
         if not keep_open:
             proc.stdin.close()
         return proc
+
+
 async def _end(proc: asyncio.subprocess.Process) -> None:
     """Stop a wrapper that is still running, with what it started in its group (a `tail`
     holding its pipes would keep `wait()` waiting); the job has a session of its own."""

@@ -28,10 +28,11 @@ from typing import cast
 import asyncssh
 
 from ..config import HostConfig
-from ..logs import JobLog
+from ..logs.joblog import JobLog
 from ..model import HostState, utcnow
-from .base import (FORGET, Collected, Entry, HostLost, JobRun, Outcome, capabilities,
-                   collect_files, command, job_path, pump, workspace_path, wrapper_input)
+from .base import Collected, HostLost, JobRun, Outcome
+from .collection import Entry, collect_files
+from .wrapper import FORGET, Wrapper, capabilities, command, pump
 
 log = logging.getLogger(__name__)
 SFTP_READ = 4 << 20
@@ -75,7 +76,7 @@ def _key_problem(config: HostConfig) -> str:
 
 
 class SSHHost:
-    def __init__(self, config: HostConfig) -> None:
+    def __init__(self, config: HostConfig, kill_grace: float) -> None:
         self.name = config.name
         self.labels = frozenset(config.labels)
         self.capabilities, self.abilities = capabilities(config, None)
@@ -85,7 +86,7 @@ class SSHHost:
         self.latency_ms: float | None = None
         self.offline_since: datetime | None = None
         self._config = config
-        self._workdir = config.workdir
+        self._wrapper = Wrapper(config, config.workdir, kill_grace)
         self._conn: asyncssh.SSHClientConnection | None = None
         self._changed = asyncio.Event()
         self._on_change: Callable[[], None] = lambda: None
@@ -131,7 +132,7 @@ class SSHHost:
                     try:
                         await self._prepare(conn)
                         self.capabilities, self.abilities = capabilities(
-                            self._config, await self._probe(conn))
+                            self._config, await self._probe(conn, tidy=True))
                     except BaseException:  # a failure, or the server stopping meanwhile
                         conn.close()
                         raise
@@ -162,9 +163,10 @@ class SSHHost:
                 raise HostLost(f"prepare failed (exit {result.exit_status}): "
                                f"{_text(result.stderr or result.stdout)[-500:]}")
 
-    async def _probe(self, conn: asyncssh.SSHClientConnection) -> str:
-        """Versions of git and bash, then what the host confines with (see job.sh)."""
-        result = await self._command(conn, wrapper_input("probe", self._config, self._workdir))
+    async def _probe(self, conn: asyncssh.SSHClientConnection, tidy: bool = False) -> str:
+        """Versions of git and bash, then what the host confines with (see job.sh); with
+        `tidy` (once per connection), old attempts' directories go too."""
+        result = await self._command(conn, self._wrapper.input("probe", tidy=tidy))
         if result.exit_status != 0:
             raise HostLost(_text(result.stdout or result.stderr).strip() or "git or bash missing")
         return _text(result.stdout).strip()
@@ -218,7 +220,7 @@ class SSHHost:
     async def _stream(self, conn: asyncssh.SSHClientConnection, run: JobRun, job_log: JobLog,
                       attach: bool) -> Outcome:
         mode = "attach" if attach else "start"
-        data = wrapper_input(mode, self._config, self._workdir, run, job_log.raw_offset)
+        data = self._wrapper.input(mode, run, job_log.raw_offset)
         proc = await conn.create_process(command(data), encoding=None)
         try:
             proc.stdin.write(data)
@@ -242,8 +244,7 @@ class SSHHost:
             raise HostLost(f"host {self.name} is not connected")
         mode = "reap" if reap else "kill"
         try:
-            result = await self._command(
-                conn, wrapper_input(mode, self._config, self._workdir, run))
+            result = await self._command(conn, self._wrapper.input(mode, run))
         except (OSError, asyncssh.Error, TimeoutError) as e:
             raise HostLost(describe(e, self._config)) from e
         if result.exit_status != 0:
@@ -256,7 +257,7 @@ class SSHHost:
             conn = await self._online(deadline)
             try:
                 async with conn.start_sftp_client() as sftp:
-                    files = _SFTPFiles(sftp, job_path(self._workdir, run))
+                    files = _SFTPFiles(sftp, self._wrapper.job_dir(run))
                     return await collect_files(files, dest, run.artifact_cap)
             except (OSError, asyncssh.Error) as e:
                 if conn.is_closed() and time.monotonic() < deadline:
@@ -270,7 +271,7 @@ class SSHHost:
         c = self._config
         target = f"{c.user}@{c.address}" if c.user else str(c.address)
         port = f" -p {c.port}" if c.port != 22 else ""
-        inner = f"cd {shlex.quote(workspace_path(self._workdir, repo, slot))} && exec bash"
+        inner = f"cd {shlex.quote(self._wrapper.workspace(repo, slot))} && exec bash"
         return f"ssh -t{port} {target} {shlex.quote(inner)}"
 
     async def probe(self) -> str:

@@ -17,7 +17,7 @@ from ..refs import full_ref
 from .actions import (QUEUE_MAX_OFFSET, QUEUE_PAGE, QUEUE_PAGE_MAX, approve_build, load_build,
                       load_host, load_job, rebuild_build, waiting_jobs)
 from .auth import require_token
-from .keys import CONFIG, PLANNER, SCHEDULER, STORE
+from .keys import ARTIFACTS, CONFIG, PLANNER, SCHEDULER, STORE
 from .params import error, json_body, query_count, target_problem
 from .shapes import artifacts_json, build_json, host_json, job_json, repo_json, tests_json
 from .streams import reader_may_leave
@@ -137,7 +137,7 @@ async def artifact(request: web.Request) -> web.StreamResponse:
     if path not in {a.path for a in await request.app[STORE].artifacts(job.id)}:
         raise error(web.HTTPNotFound, f"job {job.id} has no artifact {path!r}")
     try:
-        file = (request.app[CONFIG].server.artifacts_dir / str(job.id) / path).open("rb")
+        file = request.app[ARTIFACTS].open(job.id, path)
     except OSError:
         raise error(web.HTTPGone, f"artifact {path!r} of job {job.id} is no longer kept") from None
     with file, reader_may_leave(f"artifact {path!r} of job {job.id}"):

@@ -11,13 +11,14 @@ from aiohttp import web
 
 from ..config import Config
 from ..logs import Logs
+from ..logs.artifacts import Artifacts
 from ..planner import Planner
 from ..scheduler import Scheduler
 from ..store import Store
 from . import api, hooks, metrics, pages, streams
 from .auth import check_bearer, load_sessions, may_read
-from .keys import (BACKGROUND, CONFIG, LOGS, PLANNER, POKE, SCHEDULER, SEARCHES, SESSIONS, STORE,
-                   THROTTLE, WEBHOOK_READS)
+from .keys import (ARTIFACTS, BACKGROUND, CONFIG, LOGS, PLANNER, POKE, SCHEDULER, SEARCHES,
+                   SESSIONS, STORE, THROTTLE, WEBHOOK_READS)
 from .throttle import Throttle
 
 # GitHub's own cap on webhook deliveries (SPEC §6); larger bodies are answered 413.
@@ -75,7 +76,7 @@ async def _cancel_background(app: web.Application) -> None:
 
 def create_app(
     config: Config, store: Store, scheduler: Scheduler, planner: Planner, logs: Logs,
-    poke: Callable[[str], None],
+    artifacts: Artifacts, poke: Callable[[str], None],
 ) -> web.Application:
     app = web.Application(middlewares=[guard, pages.html_errors], client_max_size=MAX_BODY,
                           handler_args={"keepalive_timeout": IDLE_TIMEOUT_S})
@@ -84,6 +85,7 @@ def create_app(
     app[SCHEDULER] = scheduler
     app[PLANNER] = planner
     app[LOGS] = logs
+    app[ARTIFACTS] = artifacts
     app[POKE] = poke
     app[BACKGROUND] = set()
     app[SESSIONS] = {}

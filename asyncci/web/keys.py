@@ -10,6 +10,7 @@ from aiohttp import web
 
 from ..config import Config
 from ..logs import Logs
+from ..logs.artifacts import Artifacts
 from ..planner import Planner
 from ..scheduler import Scheduler
 from ..store import Store
@@ -20,6 +21,7 @@ STORE = web.AppKey("store", Store)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 PLANNER = web.AppKey("planner", Planner)
 LOGS = web.AppKey("logs", Logs)
+ARTIFACTS = web.AppKey("artifacts", Artifacts)
 # Polls a repo now; the web layer may not reach the pollers themselves.
 POKE: web.AppKey[Callable[[str], None]] = web.AppKey("poke")
 # Work accepted by a webhook and done after the answer; cancelled at shutdown.

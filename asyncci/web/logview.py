@@ -20,7 +20,9 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from ..logs import Layout, Logs, Mark, Timeline
+from ..logs import Logs
+from ..logs.layout import Layout
+from ..logs.timeline import Mark, Timeline
 from ..model import JobState
 from .keys import LOGS, SEARCHES
 from .logtext import Line, Shown, decide, fold, last_state, matching, shown, split_lines

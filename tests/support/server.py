@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from asyncci.config import load_config
-from asyncci.server import Server
+from asyncci.server import KILL_GRACE_S, Server
 
 from .wait import until, until_sync
 
@@ -84,10 +84,12 @@ class ServerProcess:
 
 
 @asynccontextmanager
-async def running_server(config_path: Path) -> AsyncIterator[Server]:
-    """The server in this event loop, for tests that look inside it."""
+async def running_server(config_path: Path, kill_grace: float = KILL_GRACE_S
+                         ) -> AsyncIterator[Server]:
+    """The server in this event loop, for tests that look inside it; a short `kill_grace`
+    for a test that would wait out SPEC's 10 s between SIGTERM and SIGKILL."""
     os.environ["ASYNCCI_TEST_TOKEN"] = TOKEN
-    server = await Server.build(load_config(config_path))
+    server = await Server.build(load_config(config_path), kill_grace)
     stop = asyncio.Event()
     task = asyncio.create_task(server.run(stop))
     ready = asyncio.create_task(server.ready.wait())
