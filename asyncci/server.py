@@ -66,6 +66,7 @@ class Server:
     planner: Planner
     pollers: dict[str, Poller]
     app: web.Application
+    mirrors: dict[str, Mirror]
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # serving, queue recovered
 
     @classmethod
@@ -84,7 +85,7 @@ class Server:
         planner = Planner(config, store, mirrors, scheduler.on_enqueued)
         pollers = {r.name: Poller(r, mirrors[r.name], planner) for r in config.repos}
         app = create_app(config, store, scheduler, planner, logs, lambda n: pollers[n].poke())
-        return cls(config, store, logs, scheduler, planner, pollers, app)
+        return cls(config, store, logs, scheduler, planner, pollers, app, mirrors)
 
     async def run(self, stop: asyncio.Event) -> None:
         runner = web.AppRunner(self.app, shutdown_timeout=2.0, access_log=None)
@@ -98,6 +99,8 @@ class Server:
             await self._serve(stop)
         finally:
             await runner.cleanup()
+            for mirror in self.mirrors.values():
+                await mirror.close()
             await self.store.close()
 
     async def _serve(self, stop: asyncio.Event) -> None:
