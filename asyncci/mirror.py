@@ -203,6 +203,10 @@ class Mirror:
         self.objects = ObjectReader(path)
         # Commits never change: a trigger storm on one sha costs one read.
         self._commits: dict[str, Commit] = {}
+        # Every ref and the commit it names, listed once after a fetch: nothing else
+        # changes them, and a build asked for by ref then costs no process.
+        self._refs: dict[str, str] | None = None
+        self._fetches = 0
 
     async def close(self) -> None:
         await self.objects.close()
@@ -226,9 +230,12 @@ class Mirror:
         """Fetch branches (or the given refs) into the mirror; serialised per mirror."""
         specs = [f"+{ref}:{ref}" for ref in refs] or ["+refs/heads/*:refs/heads/*"]
         async with self._lock:
-            await self._init()
-            await git("fetch", "--quiet", "--no-tags", "--prune", "--", "origin", *specs,
-                      cwd=self.path, url=self.url)
+            try:
+                await self._init()
+                await git("fetch", "--quiet", "--no-tags", "--prune", "--", "origin", *specs,
+                          cwd=self.path, url=self.url)
+            finally:  # even a failed fetch may have moved some refs
+                self._refs, self._fetches = None, self._fetches + 1
 
     async def _init(self) -> None:
         if not (self.path / "HEAD").exists():
@@ -264,11 +271,29 @@ class Mirror:
         return commit
 
     async def resolve(self, ref: str) -> str:
-        """The sha a branch name or full ref points at in the mirror."""
+        """The commit a branch name or full ref points at in the mirror. The name is only
+        looked up in the mirror's list of refs: it never reaches git."""
         full = ref if ref.startswith("refs/") else f"refs/heads/{ref}"
-        out = await git("rev-parse", "--verify", "--quiet", "--end-of-options",
-                        f"{full}^{{commit}}", cwd=self.path)
-        return out.decode().strip()
+        if (refs := self._refs) is None:
+            fetches = self._fetches
+            refs = await self._list_refs()
+            if fetches == self._fetches:  # else a fetch ended meanwhile: list again next time
+                self._refs = refs
+        if (sha := refs.get(full)) is None:
+            raise GitError(f"{full} names no commit in the mirror")
+        return sha
+
+    async def _list_refs(self) -> dict[str, str]:
+        if not (self.path / "HEAD").exists():
+            return {}
+        out = await git("for-each-ref", "--format=%(objecttype) %(objectname) %(*objecttype)"
+                        " %(*objectname) %(refname)", cwd=self.path)
+        refs = {}
+        for line in out.decode(errors="replace").splitlines():
+            kind, sha, peeled_kind, peeled, name = line.split(" ", 4)
+            if kind == "commit" or peeled_kind == "commit":  # a tag is peeled, as ^{commit} does
+                refs[name] = sha if kind == "commit" else peeled
+        return refs
 
     async def branches_containing(self, sha: str) -> list[str]:
         """The mirror's branches whose history holds `sha`."""

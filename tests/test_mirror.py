@@ -89,7 +89,7 @@ async def test_a_name_that_is_no_full_sha_never_reaches_git(
 
 async def test_a_path_cannot_ask_a_second_question(repo: GitRepo, mirror: Mirror) -> None:
     head = repo.head()
-    for path in (f"nope\n{head}:file.txt", f"file.txt\0trailing", "-e", "--batch-all-objects"):
+    for path in (f"nope\n{head}:file.txt", "file.txt\0trailing", "-e", "--batch-all-objects"):
         assert await mirror.show(head, path) is None
     assert await mirror.show(head, "file.txt") == b"first commit"  # still in step
     assert (await mirror.commit(head)).message == "first commit"
@@ -171,3 +171,27 @@ async def test_a_closed_mirror_reads_nothing_and_leaves_no_process(
     assert proc.returncode is not None
     assert await mirror.show(repo.head(), "file.txt") is None
     assert mirror.objects.proc is None
+
+
+async def test_refs_resolve_from_the_mirror_as_of_its_last_fetch(
+        tmp_path: Path, repo: GitRepo) -> None:
+    mirror = Mirror(tmp_path / "mirror.git", str(repo.path))
+    with pytest.raises(GitError):
+        await mirror.resolve("main")  # no mirror yet
+    first = repo.head()
+    await mirror.fetch()
+    assert await mirror.resolve("main") == await mirror.resolve("refs/heads/main") == first
+    repo.branch("feature")
+    second = repo.commit("second")
+    repo.git("tag", "-a", "-m", "annotated", "v1", first)
+    assert await mirror.resolve("main") == first  # the mirror's, not the remote's
+    await mirror.fetch()
+    await mirror.fetch("refs/tags/v1")
+    assert (await mirror.resolve("main"), await mirror.resolve("feature")) == (second, first)
+    assert await mirror.resolve("refs/tags/v1") == first  # peeled to its commit
+    repo.git("branch", "-D", "feature")
+    await mirror.fetch()
+    for name in ("feature", "-e", "--all", "main~1", "main^{tree}", "HEAD", "refs/heads/main\n"):
+        with pytest.raises(GitError):
+            await mirror.resolve(name)
+    await mirror.close()
