@@ -7,9 +7,10 @@ user, nor an error message. A failing command raises `GitError` with git's own w
 Builds never run here: hosts check out their own copies.
 
 Objects (a commit's message and author, a file at a commit) are read through one
-long-lived `git cat-file --batch` per mirror, a line asked and an answer read, rather
-than a process each: a process costs the server ~1.5 ms of CPU to fork and reap, and git
-~2.5 ms to start, which held enqueueing near 100 builds/s.
+long-lived `git cat-file --batch` per mirror, a line asked and an answer read, and refs
+from a list made once per fetch, rather than a process per question: a process costs
+the server ~0.9 ms of CPU to fork (holding the event loop) and reap, and git ~1.3 ms to
+start; four per build held enqueueing under 120 builds/s (bench/enqueue.py).
 """
 
 from __future__ import annotations
@@ -207,6 +208,7 @@ class Mirror:
         # changes them, and a build asked for by ref then costs no process.
         self._refs: dict[str, str] | None = None
         self._fetches = 0
+        self._listing = asyncio.Lock()  # a burst of requests after a fetch lists them once
 
     async def close(self) -> None:
         await self.objects.close()
@@ -274,11 +276,12 @@ class Mirror:
         """The commit a branch name or full ref points at in the mirror. The name is only
         looked up in the mirror's list of refs: it never reaches git."""
         full = ref if ref.startswith("refs/") else f"refs/heads/{ref}"
-        if (refs := self._refs) is None:
-            fetches = self._fetches
-            refs = await self._list_refs()
-            if fetches == self._fetches:  # else a fetch ended meanwhile: list again next time
-                self._refs = refs
+        async with self._listing:
+            if (refs := self._refs) is None:
+                fetches = self._fetches
+                refs = await self._list_refs()
+                if fetches == self._fetches:  # else a fetch ended meanwhile: list again
+                    self._refs = refs
         if (sha := refs.get(full)) is None:
             raise GitError(f"{full} names no commit in the mirror")
         return sha
@@ -291,7 +294,7 @@ class Mirror:
         refs = {}
         for line in out.decode(errors="replace").splitlines():
             kind, sha, peeled_kind, peeled, name = line.split(" ", 4)
-            if kind == "commit" or peeled_kind == "commit":  # a tag is peeled, as ^{commit} does
+            if kind == "commit" or peeled_kind == "commit":  # a tag is peeled to its commit
                 refs[name] = sha if kind == "commit" else peeled
         return refs
 
