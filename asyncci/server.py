@@ -71,6 +71,7 @@ class Server:
     pollers: dict[str, Poller]
     app: web.Application
     outbox: asyncio.Event  # set when the store adds outbox rows: the reporter's wake-up
+    mirrors: dict[str, Mirror]
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # serving, queue recovered
 
     @classmethod
@@ -92,7 +93,8 @@ class Server:
         pollers = {r.name: Poller(r, mirrors[r.name], planner) for r in config.repos}
         app = create_app(config, store, scheduler, planner, logs, artifacts,
                          lambda n: pollers[n].poke())
-        return cls(config, store, logs, artifacts, scheduler, planner, pollers, app, outbox)
+        return cls(config, store, logs, artifacts, scheduler, planner, pollers, app, outbox,
+                   mirrors)
 
     async def run(self, stop: asyncio.Event) -> None:
         runner = web.AppRunner(self.app, shutdown_timeout=2.0, access_log=None)
@@ -106,6 +108,8 @@ class Server:
             await self._serve(stop)
         finally:
             await runner.cleanup()
+            for mirror in self.mirrors.values():
+                await mirror.close()
             await self.store.close()
 
     async def _serve(self, stop: asyncio.Event) -> None:

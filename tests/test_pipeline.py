@@ -41,8 +41,11 @@ async def plan(tmp_path: Path, repo: GitRepo, sha: str, **keys: object) -> list[
         "name": "demo", "url": str(repo.path), "script": "make", "labels": ["linux"],
         "env": {"CI_LEVEL": "1"}, "timeout": "5m", **keys}]))
     mirror = Mirror(tmp_path / "mirror.git", str(repo.path))
-    await mirror.fetch()
-    return await plan_jobs(config.repos[0], mirror, sha)
+    try:
+        await mirror.fetch()
+        return await plan_jobs(config.repos[0], mirror, sha)
+    finally:
+        await mirror.close()
 
 
 async def test_the_file_at_the_commit_replaces_the_script(tmp_path: Path, repo: GitRepo) -> None:

@@ -55,6 +55,7 @@ async def test_the_mirror_fetches_with_the_url_in_gits_environment_only(
     with pytest.raises(GitError) as missing:
         await mirror.ensure("0" * 40)
     assert str(missing.value) == f"commit {'0' * 40} not found in https://***@git.example/demo.git"
+    await mirror.close()
     assert "sekrit" not in (tmp_path / "mirror.git" / "config").read_text()
     assert fetches_without_token(git_calls)
 
