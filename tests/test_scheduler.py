@@ -17,7 +17,7 @@ from asyncci.hosts.base import HostLost, Outcome
 from asyncci.hosts.local import LocalHost
 from asyncci.logs import Logs
 from asyncci.model import BuildRequest, Event, JobSpec, JobState
-from asyncci.scheduler import Verdict, verdict
+from asyncci.scheduler.decisions import Verdict, verdict
 from asyncci.store import Store
 from tests.support.gitrepo import GitRepo
 from tests.support.server import api_for, running_server

@@ -1,115 +1,39 @@
 """The event-driven loop around the fair queue: fills free slots, stops, times out, retries.
 
 Woken by events (a new job, a freed slot, a host online, a cancel), never by a timer. A
-slot is claimed in the store before its job starts, and every way an attempt can end
-(its script's exit, a stop, a lost host, any error of asyncci's own) is written there as
-`verdict()` decides before the slot is handed on. An attempt that may still run where it
-was given up on is owed a kill, kept in the store until its host took it; its slot takes
-no other job until then. On shutdown the tasks that stream jobs are cancelled (the jobs go
-on, detached, and `recover()` reattaches them at the next start); outcomes being written
-are waited for.
+slot is claimed in the store before its job starts; how the attempt ended is decided by
+`decisions.verdict()` and written by `records.Recorder` before the slot is handed on,
+unless `kills.Kills` holds it until a kill reached its host. On shutdown the tasks that
+stream jobs are cancelled (the jobs go on, detached, and `recover()` reattaches them at
+the next start); outcomes being written are waited for.
 """
-
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Collection, Coroutine, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from .config import Config, HostConfig, RepoConfig
-from .fairqueue import FairQueue, HostView, QueuedJob, Share, Waiting
-from .hosts.base import Collected, Host, HostLost, JobRun, Outcome
-from .logs import Logs
-from .logs.artifacts import Artifacts
-from .logs.joblog import JobLog
-from .model import (ActiveJob, Approval, BuildHead, Capability, Confinement, Enqueued, HostState,
-                    HostStatus, Job, JobSpec, JobState, counted, utcnow)
-from .store import Store
+from ..config import Config
+from ..fairqueue import FairQueue, HostView, QueuedJob, Share, Waiting
+from ..hosts.base import Collected, Host, HostLost, JobRun, Outcome
+from ..logs import Logs
+from ..logs.artifacts import Artifacts
+from ..logs.joblog import JobLog
+from ..model import (ActiveJob, BuildHead, Enqueued, HostState, HostStatus, Job, JobState,
+                    counted, utcnow)
+from ..store import Store
+from .decisions import Verdict, duration, failure, job_run, needs, start_note, verdict
+from .kills import Kills
+from .records import Recorder, note
 
 log = logging.getLogger(__name__)
 NOTHING = Collected([], [], [])  # what an attempt that ran no script leaves
 # How far down the queue a new job's first status looks for its position (~1 ms).
 WALK_BOUND = 1000
-KILLS_AT_ONCE = 16  # owed kills sent concurrently, over all hosts
-RECORD_RETRY_S, RECORD_RETRY_MAX_S = 0.5, 30.0  # pauses between tries to record an outcome
-KILL_RETRY_S = 5.0  # a kill the host refused is tried again after this
 SHUTDOWN_WAIT_S = 5.0
-
-
-def job_env(build: BuildHead, job: Job, host: HostConfig, repo: RepoConfig) -> dict[str, str]:
-    """SPEC §5, in its order: ASYNCCI_* first, then `env`, `slot_env`, secrets (never for
-    an untrusted build).
-    The base variables (PATH, HOME, USER, LANG, SHELL, TERM) come from the host's side."""
-    slot = str(job.slot)
-    env = {
-        "CI": "true",
-        "ASYNCCI": "true",
-        "ASYNCCI_BUILD_ID": str(build.id),
-        "ASYNCCI_JOB_ID": str(job.id),
-        "ASYNCCI_REPO": build.repo,
-        "ASYNCCI_SHA": build.sha,
-        "ASYNCCI_REF": build.ref,
-        "ASYNCCI_BRANCH": build.branch or "",
-        "ASYNCCI_PR": "" if build.pr is None else str(build.pr),
-        "ASYNCCI_EVENT": str(build.event),
-        "ASYNCCI_HOST": host.name,
-        "ASYNCCI_SLOT": slot,
-        "ASYNCCI_ATTEMPT": str(job.attempt),
-    }
-    env.update(job.spec.env)
-    env.update({k: v.replace("{slot}", slot) for k, v in host.slot_env.items()})
-    if not build.untrusted:
-        env.update({s.name: s.value for s in repo.secrets})
-    return env
-
-
-def needs(build: BuildHead, spec: JobSpec) -> frozenset[str]:
-    """The capabilities a job needs of its host (SPEC §5a), beside its labels."""
-    wanted = set()
-    if (confinement := Confinement.of(spec, build.untrusted)) is not None:
-        wanted.add(Capability.CONTAINER if confinement is Confinement.CONTAINER
-                   else Capability.SANDBOX)
-    if build.untrusted:
-        wanted.add(Capability.UNTRUSTED)
-    if build.approval is Approval.WAITING:
-        wanted.add(Capability.APPROVED)
-    return frozenset(map(str, wanted))
-
-
-@dataclass(frozen=True)
-class Verdict:
-    state: JobState  # QUEUED: back to the queue for another attempt
-    reason: str | None
-    exit_code: int | None = None
-    kill: bool = False  # the attempt may still run on its host: it is owed a kill
-
-
-def verdict(ended: Outcome | BaseException, stop: tuple[JobState, str] | None,
-            attempt: int, retries: int) -> Verdict:
-    """How an attempt ended → what becomes of its job (SPEC §3). A script's exit decides,
-    unless asyncci stopped it (cancel, timeout) first; an attempt that ended without
-    one (host lost, checkout failed, an error of asyncci's own) is an infrastructure
-    error: re-queued while `retries` last, then errored. Pure, so the table of cases is
-    tested as a table."""
-    never_ran = isinstance(ended, Outcome) and ended.error is not None
-    code = ended.exit_code if isinstance(ended, Outcome) else None
-    if code == 0:
-        return Verdict(JobState.PASSED, None, 0)
-    if stop is not None:
-        return Verdict(*stop, code, kill=code is None and not never_ran)
-    if code is not None:
-        return Verdict(JobState.FAILED, f"exit code {code}", code)
-    if isinstance(ended, Outcome):
-        reason = ended.error or "the job ended without an exit status"
-    elif isinstance(ended, HostLost):
-        reason = str(ended)
-    else:
-        reason = _failure(ended)
-    state = JobState.QUEUED if attempt <= retries else JobState.ERRORED
-    return Verdict(state, reason, kill=not never_ran)
 
 
 @dataclass
@@ -136,16 +60,11 @@ class Scheduler:
         self._free = {name: list(range(h.slots)) for name, h in self.hosts.items()}
         self._drained: set[str] = set()
         self._running: dict[int, Running] = {}
-        # Attempts owed a kill, by host: (job id, attempt) → its slot, which stays withheld
-        # (in `_withheld`) until the kill has reached the host.
-        self._owed: dict[str, dict[tuple[int, int], int]] = {n: {} for n in self.hosts}
-        self._withheld: dict[str, set[int]] = {n: set() for n in self.hosts}
-        self._killing: set[tuple[int, int]] = set()
-        self._kill_after: dict[tuple[int, int], float] = {}  # a refused kill's next try
-        self._kill_slots = asyncio.Semaphore(KILLS_AT_ONCE)
+        self._kills = Kills(store, self.hosts, self._freed, self._chore, self.wake)
+        self._recorder = Recorder(store, self._repos, self._kills, self._push)
         self._tasks: set[asyncio.Task[None]] = set()  # jobs being streamed
         self._chores: set[asyncio.Task[None]] = set()  # kills, outcomes and statuses in flight
-        self._records: set[asyncio.Future[None]] = set()  # outcomes being written
+        self._writing: set[asyncio.Future[None]] = set()  # outcomes being written
         self._wake = asyncio.Event()
         self._untold: set[int] = set()  # queued jobs whose status does not say their wait yet
 
@@ -247,11 +166,7 @@ class Scheduler:
     async def recover(self) -> None:
         """Rebuild the queue from the store; reattach every job the store says runs."""
         self._drained = await self._store.drained_hosts() & set(self.hosts)
-        for job_id, attempt in await self._store.owed_kills():
-            if attempt.host in self._owed:
-                self._owed[attempt.host][(job_id, attempt.number)] = attempt.slot
-            else:  # a host no longer configured: nothing can reach it
-                await self._store.owe_kill(job_id, attempt.number, False)
+        await self._kills.recover()
         await self._store.drop_cancelled()
         reattached = 0
         for active in await self._store.active_jobs():
@@ -263,8 +178,8 @@ class Scheduler:
             slot = job.slot if job.slot is not None else -1
             if host is None or slot not in self._free[host.name]:
                 if host is not None:
-                    self._owe(host.name, job.id, job.attempt, slot)
-                await self._requeue(build, job, Verdict(
+                    self._kills.owe(host.name, job.id, job.attempt, slot)
+                await self._recorder.requeue(build, job, Verdict(
                     JobState.QUEUED, f"host {job.host} is gone", kill=host is not None))
                 continue
             self._free[host.name].remove(slot)
@@ -272,12 +187,10 @@ class Scheduler:
             self._spawn(active, host, attach=True)
             reattached += 1
         # Before a slot takes new work, what was given up on there must not still run.
-        for name, owed in self._owed.items():
-            for slot in set(owed.values()) & set(self._free[name]):
-                self._free[name].remove(slot)
-                self._withheld[name].add(slot)
+        for name, free in self._free.items():
+            self._kills.withhold(name, free)
         log.info("recovered queued=%d reattached=%d owed_kills=%d", len(self.queue),
-                 reattached, sum(map(len, self._owed.values())))
+                 reattached, len(self._kills))
         self.wake()
 
     async def run(self) -> None:
@@ -296,7 +209,7 @@ class Scheduler:
         """Let outcomes being written, and kills that were sent, finish before the store
         closes (what they start meanwhile too); cancel what is left after `seconds`."""
         deadline = asyncio.get_running_loop().time() + seconds
-        while pending := self._records | self._chores:
+        while pending := self._writing | self._chores:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 for task in pending:
@@ -309,7 +222,7 @@ class Scheduler:
         for host in self.hosts.values():
             if host.state is not HostState.ONLINE:
                 continue
-            self._pay_kills(host)
+            self._kills.pay(host)
             if host.name in self._drained:
                 continue
             free = self._free[host.name]
@@ -348,9 +261,10 @@ class Scheduler:
         decided = verdict(ended, stop, job.attempt, repo.retries if repo else 0)
         # The outcome must reach the store even if shutdown begins right now; run() waits
         # for it.
-        record = asyncio.ensure_future(self._record(build, job, host, decided, kept, job_log))
-        self._records.add(record)
-        record.add_done_callback(self._records.discard)
+        record = asyncio.ensure_future(
+            self._recorder.record(build, job, host.name, decided, kept, job_log))
+        self._writing.add(record)
+        record.add_done_callback(self._writing.discard)
         try:
             await asyncio.shield(record)
         finally:
@@ -367,13 +281,14 @@ class Scheduler:
             repo = self._repos.get(build.repo)
             if repo is None:
                 raise LookupError(f"repo {build.repo} is no longer configured")
-            run = self._job_run(build, job, host, repo)
+            run = job_run(build, job, self._host_configs[host.name], repo,
+                          self._artifacts.max_bytes)
             running = self._running[job.id] = Running(run, host)
             job_log = running.log = self._logs.open(job.id, [] if build.untrusted else
                                                     [s.value for s in repo.secrets])
             if not attach:
                 job_log.raw_offset = 0
-                _note(job_log, _start_note(build, job, host, run))
+                note(job_log, start_note(build, job, host.name, run))
             # A cancel (or a restart's pending one) that came before the job was listening.
             if (reason := await self._store.cancel_reason(job.id)) is not None:
                 self._stop(job.id, JobState.CANCELLED, reason)
@@ -381,18 +296,10 @@ class Scheduler:
             ended = await self._run(host, run, job_log, job, attach)
         except Exception as e:  # noqa: BLE001 -- a full disk, a broken store: still recorded
             log.exception("job %d attempt %d: asyncci failed to run it", job.id, job.attempt)
-            return (e if asked else Outcome(None, _failure(e))), NOTHING
+            return (e if asked else Outcome(None, failure(e))), NOTHING
         if isinstance(ended, Outcome) and ended.exit_code is not None:
             return ended, await self._collect(host, run, job_log)
         return ended, NOTHING
-
-    def _job_run(self, build: BuildHead, job: Job, host: Host, repo: RepoConfig) -> JobRun:
-        return JobRun(job.id, job.attempt, build.repo, repo.url, build.sha, build.ref,
-                      job.slot or 0, job.spec.script,
-                      job_env(build, job, self._host_configs[host.name], repo),
-                      job.spec.artifacts, job.spec.junit, self._artifacts.max_bytes, build.untrusted,
-                      Confinement.of(job.spec, build.untrusted), job.spec.image,
-                      job.spec.network)
 
     async def _run(self, host: Host, run: JobRun, job_log: JobLog, job: Job,
                    attach: bool) -> Outcome | HostLost:
@@ -403,7 +310,7 @@ class Scheduler:
             left = (started + timedelta(seconds=job.spec.timeout) - utcnow()).total_seconds()
             timer = asyncio.get_running_loop().call_later(
                 max(left, 0), self._stop, job.id, JobState.FAILED,
-                f"timed out after {_duration(job.spec.timeout)}",
+                f"timed out after {duration(job.spec.timeout)}",
             )
         try:
             return await host.run(run, job_log, attach)
@@ -423,72 +330,23 @@ class Scheduler:
         except Exception as e:  # noqa: BLE001 -- whatever goes wrong, the job must be recorded
             if not isinstance(e, HostLost):
                 log.exception("job %d: collecting its files failed", run.job_id)
-            _note(job_log, f"[asyncci] artifacts and test results could not be fetched: {e}")
+            note(job_log, f"[asyncci] artifacts and test results could not be fetched: {e}")
             return NOTHING
         for error in kept.errors:
-            _note(job_log, f"[asyncci] {error}")
-        _note(job_log, f"[asyncci] kept {counted(len(kept.artifacts), 'artifact')},"
+            note(job_log, f"[asyncci] {error}")
+        note(job_log, f"[asyncci] kept {counted(len(kept.artifacts), 'artifact')},"
                        f" {counted(len(kept.tests), 'test result')}")
         return kept
 
-    async def _record(self, build: BuildHead, job: Job, host: Host, decided: Verdict,
-                      kept: Collected, job_log: JobLog | None) -> None:
-        """Write the verdict, trying again for as long as the store refuses (a locked or
-        full disk clears up): the slot is not handed on before the store knows."""
-        if decided.reason and (repo := self._repos.get(build.repo)) is not None:
-            # git quotes the repo's URL in its errors: its token stays out of reasons.
-            decided = replace(decided, reason=repo.redact(decided.reason))
-        if decided.kill:
-            self._owe(host.name, job.id, job.attempt, job.slot or 0)
-        if decided.exit_code is None and decided.reason and decided.state not in (
-                JobState.CANCELLED, JobState.FAILED):
-            _note(job_log, f"[asyncci] attempt {job.attempt} lost: {decided.reason}"
-                           + ("; it runs again" if decided.state is JobState.QUEUED else ""))
-        pause = RECORD_RETRY_S
-        while True:
-            try:
-                final = await self._write(build, job, decided, kept)
-                break
-            except Exception:  # noqa: BLE001 -- whatever the store says, try again
-                log.exception("job %d attempt %d: outcome not recorded; trying again in %gs",
-                              job.id, job.attempt, pause)
-                await asyncio.sleep(pause)
-                pause = min(2 * pause, RECORD_RETRY_MAX_S)
-        if job_log is not None:
-            try:
-                job_log.finish() if final else job_log.close()
-            except OSError:
-                log.exception("job %d: its log could not be completed", job.id)
-
-    async def _write(self, build: BuildHead, job: Job, decided: Verdict, kept: Collected) -> bool:
-        """True when the job is finished."""
-        if decided.state is JobState.QUEUED:
-            return await self._requeue(build, job, decided) is not JobState.QUEUED
-        final = await self._store.finish_job(
-            job.id, job.attempt, decided.state, decided.exit_code, decided.reason,
-            kept.artifacts, kept.tests, kill_owed=decided.kill)
-        log.info("job %d %s repo=%s build=%d exit=%s%s", job.id, decided.state, build.repo,
-                 build.id, decided.exit_code,
-                 f" reason={decided.reason!r}" if decided.reason else "")
-        return final
-
-    async def _requeue(self, build: BuildHead, job: Job, decided: Verdict) -> JobState | None:
-        reason = decided.reason or "re-queued"
-        state = await self._store.requeue_job(job.id, job.attempt, reason, decided.kill)
-        log.warning("job %d attempt %d lost repo=%s build=%d: %s; %s", job.id, job.attempt,
-                    build.repo, build.id, reason,
-                    "re-queued" if state is JobState.QUEUED else f"now {state}")
-        if state is JobState.QUEUED:
-            self._push(job.id, build, job)
-        return state
-
     def _release(self, host: Host, slot: int, repo: str) -> None:
-        if any(s == slot for s in self._owed[host.name].values()):
-            self._withheld[host.name].add(slot)  # until its kill has reached the host
-        else:
-            self._free[host.name].append(slot)
-            self._free[host.name].sort()
+        if not self._kills.holds(host.name, slot):  # else: once its kill reached the host
+            self._freed(host.name, slot)
         self.queue.finished(repo)
+        self.wake()
+
+    def _freed(self, host: str, slot: int) -> None:
+        self._free[host].append(slot)
+        self._free[host].sort()
         self.wake()
 
     # -- stopping -----------------------------------------------------------------
@@ -505,61 +363,9 @@ class Scheduler:
             return
         running.stop = (state, reason)
         log.info("job %d stopping: %s", job_id, reason)
-        _note(running.log, f"[asyncci] {reason}: stopping the job")
-        self._chore(self._kill(running.host, running.run.job_id, running.run.attempt,
+        note(running.log, f"[asyncci] {reason}: stopping the job")
+        self._chore(self._kills.kill(running.host, running.run.job_id, running.run.attempt,
                                running.run.slot))
-
-    def _owe(self, host: str, job_id: int, attempt: int, slot: int) -> None:
-        self._owed[host][(job_id, attempt)] = slot
-        self.wake()
-
-    def _pay_kills(self, host: Host) -> None:
-        """Send every kill owed to an online host that is not on its way already."""
-        for (job_id, attempt), slot in list(self._owed[host.name].items()):
-            key = (job_id, attempt)
-            if key not in self._killing and self._kill_after.get(key, 0) <= _now():
-                self._chore(self._kill(host, job_id, attempt, slot, reap=True))
-
-    async def _kill(self, host: Host, job_id: int, attempt: int, slot: int,
-                    reap: bool = False) -> None:
-        """Stop an attempt on its host (with `reap`, wait until it is gone). One that does
-        not get through is owed, in the store, until the host takes it (after a restart
-        too); its slot is handed on only then."""
-        key = (job_id, attempt)
-        self._killing.add(key)
-        try:
-            async with self._kill_slots:
-                await host.kill(JobRun(job_id, attempt, "", "", "", "", slot, ""), reap)
-        except Exception as e:  # noqa: BLE001 -- an owed kill is tried again, whatever failed
-            log.warning("job %d attempt %d: kill not done on %s: %s", job_id, attempt,
-                        host.name, e)
-            if key not in self._owed[host.name]:
-                self._owe(host.name, job_id, attempt, slot)
-                await self._quietly(self._store.owe_kill(job_id, attempt))
-            self._kill_after[key] = _now() + KILL_RETRY_S
-            asyncio.get_running_loop().call_later(KILL_RETRY_S, self.wake)
-            return
-        finally:
-            self._killing.discard(key)
-        self._kill_after.pop(key, None)
-        if self._owed[host.name].pop(key, None) is None:
-            return
-        log.info("job %d attempt %d killed on %s", job_id, attempt, host.name)
-        withheld = self._withheld[host.name]
-        if slot in withheld and slot not in self._owed[host.name].values():
-            withheld.discard(slot)
-            self._free[host.name].append(slot)
-            self._free[host.name].sort()
-            self.wake()
-        # Should this fail, the kill is sent again after a restart: harmless.
-        await self._quietly(self._store.owe_kill(job_id, attempt, False))
-
-    @staticmethod
-    async def _quietly(write: Coroutine[Any, Any, None]) -> None:
-        try:
-            await write
-        except Exception:  # noqa: BLE001 -- a record of a kill only saves work after a restart
-            log.exception("a kill's record was not written")
 
     def _chore(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -589,37 +395,3 @@ class Scheduler:
         await self._store.set_wait_details({
             job_id: f"position {position}, {reason}"
             for job_id, (position, reason) in self.places(untold).items()})
-
-
-def _now() -> float:
-    return asyncio.get_running_loop().time()
-
-
-def _failure(error: BaseException) -> str:
-    return f"asyncci could not run it: {type(error).__name__}: {error}"
-
-
-def _note(job_log: JobLog | None, text: str) -> None:
-    """A line of asyncci's in a job's log; a log that cannot take it changes no verdict."""
-    if job_log is None:
-        return
-    try:
-        job_log.note(text)
-    except OSError as e:
-        log.warning("job %d: a note was not written to its log: %s", job_log.job_id, e)
-
-
-def _start_note(build: BuildHead, job: Job, host: Host, run: JobRun) -> str:
-    confined = {None: "", Confinement.SANDBOX: ", in a sandbox",
-                Confinement.CONTAINER: f", in a container of {run.image}"}
-    return (f"[asyncci] attempt {job.attempt} on {host.name} slot {job.slot}"
-            f" at {build.sha}{confined[run.confinement]}"
-            + (" (untrusted: no secrets)" if build.untrusted else ""))
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
