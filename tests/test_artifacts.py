@@ -19,7 +19,8 @@ from asyncci.hosts.results import parse_junit
 from asyncci.hosts.ssh import SSHHost
 from asyncci.hosts.wrapper import job_dir
 from asyncci.logs import Logs
-from asyncci.model import Artifact, HostState, TestOutcome, TestResult
+from asyncci.model import HostState
+from asyncci.model.results import Artifact, TestOutcome, TestResult
 from asyncci.server import KILL_GRACE_S
 from tests.support.gitrepo import GitRepo
 from tests.support.sshd import Sshd

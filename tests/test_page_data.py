@@ -8,8 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from asyncci.model import (Build, BuildRequest, Event, JobSpec, JobState, TestOutcome,
-                           TestResult, utcnow)
+from asyncci.model import Build, BuildRequest, Event, JobSpec, JobState, utcnow
+from asyncci.model.results import TestOutcome, TestResult
 from asyncci.store import Store
 from asyncci.store.reads import BuildTime
 from asyncci.store.reports import ResultJob

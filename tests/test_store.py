@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from asyncci.model import (Artifact, BuildRequest, Event, JobSpec, JobState, TestOutcome,
-                           TestResult, iso, utcnow)
+from asyncci.model import BuildRequest, Event, JobSpec, JobState, iso, utcnow
+from asyncci.model.results import Artifact, TestOutcome, TestResult
 from asyncci.store import Store
 from asyncci.store.schema import MIGRATIONS
 

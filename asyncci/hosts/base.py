@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Protocol
 
 from ..logs.joblog import JobLog
-from ..model import Artifact, Confinement, HostState, TestResult
+from ..model import Confinement, HostState
+from ..model.results import Artifact, TestResult
 
 
 class HostLost(Exception):

@@ -12,7 +12,7 @@ import stat
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from ..model import Artifact, TestResult
+from ..model.results import Artifact, TestResult
 from .base import Collected
 from .results import parse_junit
 

@@ -14,7 +14,7 @@ from xml.etree import ElementTree
 
 from junitparser import Error, Failure, JUnitXml, JUnitXmlError, Skipped, TestCase, TestSuite
 
-from ..model import TestOutcome, TestResult
+from ..model.results import TestOutcome, TestResult
 
 FEED_BYTES = 1 << 18  # about 10 ms of parsing between the loop's turns
 MESSAGE_CHARS = 8000  # a failure's message and the start of its text (a traceback)

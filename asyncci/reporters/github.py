@@ -21,7 +21,8 @@ from gidgethub.aiohttp import GitHubAPI
 from gidgethub.apps import get_installation_access_token, get_jwt
 
 from ..config import Config, GitHubConfig
-from ..model import JobState, OutboxItem, TestReport
+from ..model import JobState, OutboxItem
+from ..model.results import TestReport
 from ..store import Store
 
 log = logging.getLogger(__name__)

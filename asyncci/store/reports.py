@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..model import Artifact, TestOutcome, TestReport, TestResult
+from ..model.results import Artifact, TestOutcome, TestReport, TestResult
 from .connection import Part, Sql
 from .rows import timestamp
 

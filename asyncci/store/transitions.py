@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterable, Sequence
 
-from ..model import (ActiveJob, Artifact, Build, BuildRequest, Enqueued, Event, JobSpec,
-                     JobState, TestResult, build_state, iso, utcnow)
+from ..model import (ActiveJob, Build, BuildRequest, Enqueued, Event, JobSpec, JobState,
+                     build_state, iso, utcnow)
+from ..model.results import Artifact, TestResult
 from .connection import Part, Sql
 from .edges import (ASK_TO_STOP, BEGIN_ATTEMPT, CANCEL_QUEUED, CLAIM, DROP_CANCELLED,
                     END_ATTEMPT, FINISH, NEW_JOB, REQUEUE, STOPPED)

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from ..config import RepoConfig
-from ..model import (Artifact, Build, BuildHead, Confinement, HostStatus, Job, JobState,
-                     TestOutcome, TestReport, TestResult, iso, redact_url)
+from ..model import Build, BuildHead, Confinement, HostStatus, Job, JobState, iso, redact_url
+from ..model.results import Artifact, TestOutcome, TestReport, TestResult
 
 
 class Live(Protocol):

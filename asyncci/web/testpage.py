@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..model import TestResult
+from ..model.results import TestResult
 from ..store import Store
 from ..store.reports import ResultJob
 
