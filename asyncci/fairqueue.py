@@ -84,7 +84,7 @@ _by_rank = attrgetter("rank")
 
 class FairQueue:
     def __init__(self, shares: Mapping[str, Share]) -> None:
-        self._shares: dict[str, Share] = {}
+        self._shares = dict(shares)
         self._repos: dict[str, _Repo] = {}
         self._ready: dict[str, _Repo] = {}  # repos with queued jobs, below max_running
         self._jobs: dict[int, QueuedJob] = {}
@@ -93,13 +93,6 @@ class FairQueue:
         self._entries: dict[int, _Entry] = {}
         self._picks = 0
         self._last_pass = 0.0  # the pass at which the latest job started
-        self.set_shares(shares)
-
-    def set_shares(self, shares: Mapping[str, Share]) -> None:
-        self._shares = dict(shares)
-        for name, repo in self._repos.items():
-            repo.share = self._shares.get(name, Share())
-            self._update(repo)
 
     def __len__(self) -> int:
         return len(self._jobs)

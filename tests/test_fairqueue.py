@@ -177,8 +177,11 @@ def test_max_running_caps_a_repo_and_counts_reattached_jobs() -> None:
     assert picked[-1] is None and queue.running("capped") == 2
     queue.finished("capped")
     assert (p := queue.pick(ANY)) is not None and p.repo == "capped"
-    queue.set_shares({"capped": Share(1, 0)})
-    assert (p := queue.pick(ANY)) is not None and p.repo == "capped"
+
+
+def test_a_max_running_of_zero_is_no_cap() -> None:
+    queue = filled({"free": Share(1, 0)}, 3)
+    assert [p.repo for p in (queue.pick(ANY) for _ in range(3)) if p] == ["free"] * 3
 
 
 def rank(j: QueuedJob) -> tuple[int, int]:
