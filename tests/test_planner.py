@@ -4,22 +4,17 @@ slots and rebuilds. A real store in tmp_path and real git repos."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from asyncci.config import RepoConfig, load_config
-from asyncci.mirror import Mirror
-from asyncci.model import Approval, Enqueued, Event, JobState
-from asyncci.planner import Commit, PlanError, Planner
-from asyncci.store import Store
-from tests.support.config import make_config
+from asyncci.model import Approval, Event, JobState
+from asyncci.planner import PlanError
+from asyncci.refs import Commit
 from tests.support.gitrepo import GitRepo
+from tests.support.planning import planning
 
 PIPELINE = '''
 [[jobs]]
@@ -31,33 +26,6 @@ name = "test"
 script = "pytest"
 timeout = "2h"
 '''
-
-
-@dataclass
-class Planning:
-    planner: Planner
-    store: Store
-    repo: RepoConfig
-    told: list[Enqueued]  # what the scheduler was told
-
-    async def state(self, build_id: int) -> JobState:
-        build = await self.store.get_build(build_id)
-        assert build is not None
-        return build.state
-
-
-@asynccontextmanager
-async def planning(tmp_path: Path, repo: GitRepo, **keys: Any) -> AsyncIterator[Planning]:
-    config = load_config(make_config(
-        tmp_path, [{"name": "demo", "url": str(repo.path), "script": "make", **keys}]))
-    store = await Store.open(tmp_path / "data" / "asyncci.db")
-    told: list[Enqueued] = []
-    mirror = Mirror(tmp_path / "data" / "mirrors" / "demo.git", str(repo.path))
-    try:
-        yield Planning(Planner(config, store, {"demo": mirror}, told.append), store,
-                       config.repos[0], told)
-    finally:
-        await store.close()
 
 
 def on_branch(repo: GitRepo, branch: str, message: str) -> str:

@@ -35,20 +35,29 @@ class Cron:
         self._planner = planner
 
     async def run(self) -> None:
-        now = datetime.now(timezone.utc)
-        missed = croniter(self._schedule, now).get_prev(datetime)
-        last = await self._planner.last_cron(self.repo)
-        if last is not None and last < missed:
-            await self._fire(missed)
+        await self.catch_up(datetime.now(timezone.utc))
         while True:
             now = datetime.now(timezone.utc)
             due = croniter(self._schedule, now).get_next(datetime)
             await asyncio.sleep((due - now).total_seconds())
             await self._fire(due)
 
-    async def _fire(self, slot: datetime) -> None:
+    async def catch_up(self, now: datetime) -> int | None:
+        """The latest slot before `now`, built if the schedule ran before and missed it (the
+        server was down): once, however many slots went by. A schedule that never ran
+        waits for its first slot rather than build at once on the first start. The build's
+        id, if one was made."""
+        missed = croniter(self._schedule, now).get_prev(datetime)
+        last = await self._planner.last_cron(self.repo)
+        if last is None or last >= missed:
+            return None
+        return await self._fire(missed)
+
+    async def _fire(self, slot: datetime) -> int | None:
         try:
             build = await self._planner.cron(self.repo, slot)
-            log.info("cron repo=%s slot=%s build=%d", self.repo.name, slot.isoformat(), build.id)
         except (PlanError, GitError) as e:
             log.warning("cron repo=%s slot=%s: no build: %s", self.repo.name, slot.isoformat(), e)
+            return None
+        log.info("cron repo=%s slot=%s build=%d", self.repo.name, slot.isoformat(), build.id)
+        return build.id
