@@ -1,5 +1,6 @@
 """The docs don't drift from the code: every config key (the loader's own table of them)
-is shown in config.example.toml and the README, and every SPEC route is served."""
+is shown in config.example.toml and the README, every SPEC route is served, and
+ARCHITECTURE.md names every module."""
 
 from __future__ import annotations
 
@@ -88,3 +89,24 @@ def test_the_docs_name_no_key_the_loader_refuses() -> None:
     known = {(s, k) for s, keys in KEYS.items() for k in keys}
     assert toml_keys((ROOT / "config.example.toml").read_text()) <= known
     assert readme_keys((ROOT / "README.md").read_text()) <= known
+
+
+def modules() -> list[str]:
+    """Every module of the package as ARCHITECTURE.md names it: `store/edges.py`; a
+    package's `__init__.py` by the package, `store/`; empty `__init__.py` files not at all."""
+    package = ROOT / "asyncci"
+    names = []
+    for path in sorted(package.rglob("*.py")) + sorted(package.rglob("*.sh")):
+        relative = path.relative_to(package)
+        if path.name == "__init__.py":
+            if path.stat().st_size and relative.parent != Path("."):
+                names.append(f"{relative.parent}/")
+        else:
+            names.append(str(relative))
+    return names
+
+
+@pytest.mark.parametrize("module", modules())
+def test_architecture_md_names_every_module(module: str) -> None:
+    assert re.search(rf"`{re.escape(module)}[:`]", (ROOT / "ARCHITECTURE.md").read_text()), (
+        f"ARCHITECTURE.md does not name {module}")
