@@ -5,7 +5,8 @@ their error answers, so a button and an API call answer alike.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -15,25 +16,28 @@ from .keys import PLANNER, SCHEDULER, STORE
 from .params import error, path_id
 from .shapes import queued_json
 
+T = TypeVar("T")
+
 # The queue is listed to this depth (deeper jobs are counted): a page walks the pick order
 # from its start, ~1 µs a position, all of it on the event loop.
 QUEUE_PAGE, QUEUE_PAGE_MAX, QUEUE_MAX_OFFSET = 100, 1000, 10_000
 
 
 async def load_build(request: web.Request) -> Build:
-    build_id = path_id(request, "id")
-    build = await request.app[STORE].get_build(build_id)
-    if build is None:
-        raise error(web.HTTPNotFound, f"no build {build_id}")
-    return build
+    return await _load(request, "build", request.app[STORE].get_build)
 
 
 async def load_job(request: web.Request) -> Job:
-    job_id = path_id(request, "id")
-    job = await request.app[STORE].get_job(job_id)
-    if job is None:
-        raise error(web.HTTPNotFound, f"no job {job_id}")
-    return job
+    return await _load(request, "job", request.app[STORE].get_job)
+
+
+async def _load(request: web.Request, what: str, get: Callable[[int], Awaitable[T | None]]
+                ) -> T:
+    """The build or job the path's `{id}` names, or a 404 that says which."""
+    found_id = path_id(request, "id")
+    if (found := await get(found_id)) is None:
+        raise error(web.HTTPNotFound, f"no {what} {found_id}")
+    return found
 
 
 def load_host(request: web.Request) -> HostStatus:
