@@ -1,6 +1,8 @@
 # asyncci's job wrapper: the same text runs on local and SSH hosts, read from stdin by
-# `bash -c 'eval "$(head -c N)"'` after a preamble of shell-quoted AC_* assignments, so no
-# job data (script, environment, secrets, branch names) ever appears on a command line.
+# `bash -c 'read -rN N w && eval "$w"'` after a preamble of shell-quoted AC_* assignments,
+# so no job data (script, environment, secrets, branch names) ever appears on a command
+# line. It starts as few processes as it can: each costs a host with a slow bash or sshd
+# milliseconds of CPU, so builtins do what they can (bench/job_processes.py counts them).
 # Every path comes in the preamble, relative to AC_WORKDIR (wrapper.py decides them all):
 # AC_WS the workspace, AC_DIR the attempt's directory, AC_MIRROR the repo's mirror.
 #
@@ -66,25 +68,86 @@ fetch() {
 }
 
 checkout() {
-	# The workspace's git metadata is made anew for every job, so nothing a job left in it
-	# (hooks, a config with filters or an fsmonitor, info/attributes, a `.git` file that
-	# points elsewhere) takes effect; only the index is kept, so that unchanged files are
-	# not written again. An untrusted job never gets a workspace another job used.
-	local ws=$AC_WS meta=$AC_WS/.git
-	mkdir -p -- "$ws" || return
-	if [[ -d $meta && ! -L $meta && -f $meta/index && ! -L $meta/index ]]; then
-		mv -f -- "$meta/index" "$ws.index" || return
-	fi
-	[[ ! -e $meta && ! -L $meta ]] || rm -rf -- "$meta" || return
-	g init -q --template= -- "$ws" && echo "$AC_MIRROR/objects" >"$meta/objects/info/alternates" ||
+	# The workspace is fresh for every job: at AC_SHA, nothing else in it, and git metadata
+	# that holds nothing a job put there (hooks, a config with filters or an fsmonitor,
+	# info/attributes, a `.git` file that points elsewhere), for asyncci's git runs there.
+	# The metadata the slot's last checkout left is kept where it provably still is
+	# (`intact`), and nothing is done at all when the files are too (`unchanged`). An
+	# untrusted job never gets a workspace another job used.
+	local ws=$AC_WS meta=$AC_WS/.git print
+	if [ -n "$AC_FRESH" ] || ! intact; then
+		renew || return
+	elif unchanged; then
 		return
-	[ ! -e "$ws.index" ] || mv -f -- "$ws.index" "$meta/index" || return
+	fi
 	# Usually the commit is there already: try before taking the mirror's lock.
 	if ! g -C "$ws" checkout -q -f --detach "$AC_SHA" -- 2>/dev/null; then
 		(flock 9 && fetch) 9>"$AC_MIRROR.lock" || return
 		g -C "$ws" checkout -q -f --detach "$AC_SHA" -- || return
 	fi
-	g -C "$ws" clean -q -ffdx
+	g -C "$ws" clean -q -ffdx || return
+	[ -z "$AC_FRESH" ] || return 0
+	# The state `intact` looks for: the index itself (git replaces the file whenever it
+	# changes it), and what the metadata holds.
+	{ [[ $meta/index -ef $ws.index ]] || ln -f -- "$meta/index" "$ws.index"; } &&
+		fingerprint && printf '%s' "$print" >"$ws.git"
+}
+
+renew() {
+	# New metadata around the workspace's files; only the index is kept, so that
+	# unchanged files are not written again.
+	if [[ -d $meta && ! -L $meta && -f $meta/index && ! -L $meta/index &&
+		! $meta/index -ef $ws.index ]]; then
+		mv -f -- "$meta/index" "$ws.index" || return
+	fi
+	[[ ! -e $meta && ! -L $meta ]] || rm -rf -- "$meta" || return
+	g init -q --template= -- "$ws" && echo "$AC_MIRROR/objects" >"$meta/objects/info/alternates" ||
+		return
+	[ ! -e "$ws.index" ] || mv -f -- "$ws.index" "$meta/index"
+}
+
+intact() {
+	# The metadata is as the last checkout left it: every path, type and config line the
+	# same. Builtins only: no git runs in the workspace before this vouches for what it
+	# would read there.
+	local saved
+	[[ -d $meta && ! -L $meta && -f $ws.git ]] || return
+	IFS= read -r -d '' saved <"$ws.git"
+	fingerprint && [ "$print" = "$saved" ]
+}
+
+fingerprint() {
+	# Sets `print`: each path under the metadata with its type, then the lines of its
+	# config and of its alternates (read as data: NUL bytes cannot hide a line from this).
+	local p
+	local -a text
+	print=
+	shopt -s globstar dotglob nullglob
+	for p in "$meta"/**; do
+		if [[ -L $p ]]; then
+			print+="l ${p#"$meta"}"$'\n'
+		elif [[ -d $p ]]; then
+			print+="d ${p#"$meta"}"$'\n'
+		else
+			print+="f ${p#"$meta"}"$'\n'
+		fi
+	done
+	shopt -u globstar dotglob nullglob
+	mapfile -t text <"$meta/config" && printf -v p '%s\n' "${text[@]}" && print+=$p || return
+	mapfile -t text <"$meta/objects/info/alternates" && printf -v p '%s\n' "${text[@]}" &&
+		print+=$p
+}
+
+unchanged() {
+	# HEAD at AC_SHA; the index the very file the last checkout wrote (git replaces the
+	# file whenever it changes it), not written to since: it holds AC_SHA's tree; and
+	# git, reading only metadata vouched for, finds no file changed, gone or added since
+	# (an ignored file, an empty directory).
+	local head
+	[[ -f $ws.index && $meta/index -ef $ws.index && ! $meta/index -nt $ws.git &&
+		! -L $meta/HEAD ]] && read -r head <"$meta/HEAD" && [ "$head" = "$AC_SHA" ] &&
+		g -C "$ws" ls-files --others --modified --deleted --directory >"$AC_DIR/changed" &&
+		[ ! -s "$AC_DIR/changed" ]
 }
 
 forget_old_jobs() {
@@ -96,32 +159,29 @@ forget_old_jobs() {
 start() {
 	[ ! -e "$AC_DIR/cancel" ] || fail "cancelled before it started"
 	[ ! -e "$AC_DIR" ] || rm -rf -- "$AC_DIR"
-	mkdir -p -- "$AC_DIR" "${AC_MIRROR%/*}" || fail "cannot create $AC_DIR"
-	printf '%s' "$AC_ENV" >"$AC_DIR/env"
+	mkdir -p -- "$AC_DIR" "$AC_WS" "${AC_MIRROR%/*}" || fail "cannot create $AC_DIR"
 	printf '%s' "$AC_SCRIPT" >"$AC_DIR/script"
-	# The supervisor is a session of its own from here on: a connection that drops (or a
-	# server that stops) even during the checkout loses nothing. Functions and values
-	# reach it through the environment, not its command line.
-	export -f supervise confine lines checkout fetch g collect gather put note stop_group
-	export AC_JOB AC_WORKDIR AC_URL AC_SHA AC_REF AC_GRACE AC_DIR AC_WS AC_MIRROR \
-		AC_ARTIFACTS AC_JUNIT AC_CAP AC_CONFINE AC_IMAGE AC_NETWORK AC_ENGINE AC_ENGINE_OPTIONS \
-		AC_DEVICES AC_HIDE AC_ENV_NAMES AC_FRESH
-	setsid bash -c supervise </dev/null >/dev/null 2>&1 &
-	# Not a process group leader, setsid(1) does not fork: $! is the supervisor.
+	# There before tail looks: tail polls a file that is missing when it starts.
+	: >"$AC_DIR/job.log"
+	# The supervisor is a process group of its own from here on (job control makes one):
+	# a connection that drops (or a server that stops) even during the checkout loses
+	# nothing. It is this shell, forked: no program to start, nothing on a command line.
+	set -m
+	supervise </dev/null >/dev/null 2>&1 &
+	set +m
 	echo $! >"$AC_DIR/sup.pid"
-	stream
+	stream $!
 }
 
 supervise() {
 	# The script gets a process group of its own, so killing it leaves the supervisor to
-	# record the status; `env -i` keeps the server's own environment (tokens) from it.
-	# What the script leaves running in its group is stopped before the job counts as
-	# ended, so the slot's next job never meets it; a confined job's PID namespace goes
-	# with its script, and with it whatever the job started, `setsid` or not.
+	# record the status. What the script leaves running in its group is stopped before
+	# the job counts as ended, so the slot's next job never meets it; a confined job's
+	# PID namespace goes with its script, and with it whatever the job started, `setsid`
+	# or not.
 	local pgid status script="$AC_DIR/script"
 	local -a jail=() engine
 	lines engine "$AC_ENGINE"
-	cd -- "$AC_WORKDIR" || exit
 	if ! checkout >"$AC_DIR/checkout.log" 2>&1; then
 		printf 'checkout of %s failed: %s' "$AC_SHA" \
 			"$(tail -c 1500 "$AC_DIR/checkout.log" | tr '\n' ' ')" >"$AC_DIR/job.error"
@@ -129,11 +189,10 @@ supervise() {
 	fi
 	cd -- "$AC_WS" || exit
 	[ -z "$AC_CONFINE" ] || confine
-	env -i PATH="$PATH" HOME="$HOME" USER="${USER:-$(id -un)}" LANG="${LANG:-C.UTF-8}" \
-		SHELL="${SHELL:-/bin/bash}" TERM=dumb \
-		setsid bash -c 'set -a; . "$0/env"; set +a; rm -f -- "$0/env"; exec "$@"' "$AC_DIR" \
-		"${jail[@]}" bash -eo pipefail "$script" </dev/null >"$AC_DIR/job.log" 2>&1 &
+	set -m
+	launch </dev/null >"$AC_DIR/job.log" 2>&1 &
 	pgid=$!
+	set +m
 	echo $pgid >"$AC_DIR/job.pid"
 	# A kill that came before job.pid existed left this mark (see kill_job).
 	[ ! -e "$AC_DIR/cancel" ] || kill -TERM -- "-$pgid" 2>/dev/null || kill -TERM "$pgid"
@@ -142,12 +201,33 @@ supervise() {
 	# A sandbox's PID namespace ended with its script, killing all it held; what is left
 	# in the group is its init, dead, until the host's init reaps it: not worth a wait.
 	[ "$AC_CONFINE" = sandbox ] || stop_group "$pgid"
-	# The engine's `run` is not the container: one killed by a timeout leaves it running.
-	[ "$AC_CONFINE" != container ] || "${engine[@]}" rm -f -- "asyncci-$AC_JOB" >/dev/null 2>&1
+	# The engine's `run` is not the container: one killed (a timeout, a cancel) or
+	# failing itself (125 and over) may leave it behind.
+	[ "$AC_CONFINE" != container ] || { [ ! -e "$AC_DIR/cancel" ] && ((status < 125)); } ||
+		"${engine[@]}" rm -f -- "asyncci-$AC_JOB" >/dev/null 2>&1
 	# Before job.exit: the stream, which ends with this process, carries collect's notes.
 	[ -z "$AC_ARTIFACTS$AC_JUNIT" ] || collect
 	[ -z "$AC_FRESH" ] || rm -rf -- "$AC_WS"
 	echo $status >"$AC_DIR/job.exit"
+}
+
+launch() {
+	# The script's process. Its environment holds only what a job is given: nothing the
+	# host's own held (a local host's is the server's, tokens and all) reaches it. The
+	# job's variables come from memory: no file ever holds them.
+	local -a names functions
+	local user='\u' # a prompt's escape: the user's name without `id -un`
+	compgen -e >"$AC_DIR/exported" && mapfile -t names <"$AC_DIR/exported" &&
+		compgen -A function >"$AC_DIR/exported" && mapfile -t functions <"$AC_DIR/exported" ||
+		exit
+	((!${#names[@]})) || export -n "${names[@]}" 2>/dev/null
+	export -nf "${functions[@]}"
+	export PATH HOME USER="${USER:-${user@P}}" LANG="${LANG:-C.UTF-8}" \
+		SHELL="${SHELL:-/bin/bash}" TERM=dumb
+	set -a
+	eval "$AC_ENV"
+	set +a
+	exec "${jail[@]}" bash -eo pipefail "$script"
 }
 
 confine() {
@@ -298,25 +378,41 @@ note() {
 }
 
 stream() {
-	local sup status ack
-	[ -s "$AC_DIR/sup.pid" ] || { echo asyncci-lost >&2; exit 0; }
-	read -r sup <"$AC_DIR/sup.pid"
-	if kill -0 "$sup" 2>/dev/null; then
-		tail -c "+$((AC_OFFSET + 1))" -s 0.02 -F --pid="$sup" -- "$AC_DIR/job.log" 2>/dev/null
+	# [SUP]: stream job.log from byte AC_OFFSET until the job ended, then say how it did.
+	# Given SUP, the supervisor this shell started, this shell wakes tail once it reaped
+	# it (a new file in the job's directory): no polling. Reattached, tail looks for it
+	# every 0.1 s.
+	local sup=${1-} tail status ack
+	if [ -z "$sup" ]; then
+		[ -s "$AC_DIR/sup.pid" ] || { echo asyncci-lost >&2; exit 0; }
+		read -r sup <"$AC_DIR/sup.pid"
+		if kill -0 "$sup" 2>/dev/null; then
+			tail -c "+$((AC_OFFSET + 1))" -s 0.1 -F --pid="$sup" -- "$AC_DIR/job.log" 2>/dev/null
+		else
+			tail -c "+$((AC_OFFSET + 1))" -- "$AC_DIR/job.log" 2>/dev/null
+		fi
 	else
-		tail -c "+$((AC_OFFSET + 1))" -- "$AC_DIR/job.log" 2>/dev/null
+		# -s 1: only where inotify is missing does tail poll; then at least every second.
+		tail -c "+$((AC_OFFSET + 1))" -s 1 -F --pid="$sup" -- "$AC_DIR/job.log" 2>/dev/null &
+		tail=$!
+		wait "$sup"
+		: >"$AC_DIR/ended"
+		# A stream cut meanwhile (the server went away, tail was killed) told nothing.
+		wait "$tail" || (($? < 128)) || { echo asyncci-lost >&2; return; }
 	fi
 	if [ -s "$AC_DIR/job.exit" ]; then
 		read -r status <"$AC_DIR/job.exit"
 		printf 'asyncci-exit %s\n' "$status" >&2
 	elif [ -s "$AC_DIR/job.error" ]; then
-		printf 'asyncci-error %s\n' "$(cat -- "$AC_DIR/job.error")" >&2
+		IFS= read -r -d '' status <"$AC_DIR/job.error"
+		printf 'asyncci-error %s\n' "$status" >&2
 	else
 		echo asyncci-lost >&2
 		return
 	fi
 	exec >&- 2>&- # the server's end of the stream, and the end of its wait for how it ended
-	read -r ack && [ "$ack" = forget ] && rm -f -- "$AC_DIR/job.log"
+	# Emptied rather than removed: a builtin does that, removing takes a process.
+	read -r ack && [ "$ack" = forget ] && : >"$AC_DIR/job.log"
 }
 
 stop_group() {

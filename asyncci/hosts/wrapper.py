@@ -25,9 +25,10 @@ CHUNK = 1 << 16  # 64 KiB reads: line iterators cost ~3 µs of Python per line
 QUIET_S = 0.5
 WRAPPER = files(__package__).joinpath("job.sh").read_text()
 # The command line every host runs: fixed text that reads the wrapper's bytes (their count
-# is its one argument) from stdin in one go (bash reading a script from a pipe would read
-# it a byte at a time); the rest of stdin stays for the server's `forget` (see job.sh).
-READ_WRAPPER = 'eval "$(head -c "$0")"'
+# is its one argument) from stdin, in large reads (bash reading a script from a pipe would
+# read it a byte at a time) and with no program (`head -c` costs a process); the rest of
+# stdin stays for the server's `forget` (see job.sh).
+READ_WRAPPER = 'LC_ALL=C read -rN "$0" w && eval "$w"'
 FORGET = b"forget\n"
 JOBS = "jobs"  # the attempts' directories, under the workdir
 
