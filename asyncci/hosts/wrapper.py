@@ -21,7 +21,10 @@ from ..logs.joblog import JobLog
 from ..model import Capability
 from .base import NO_RUN, HostLost, JobRun, Outcome
 
-CHUNK = 1 << 16  # 64 KiB reads: line iterators cost ~3 µs of Python per line
+# Reads of up to 1 MiB, never lines (~3 µs of Python each). asyncssh reopens a channel's
+# whole window whenever a read makes room in its buffer: 64 KiB reads behind a faster
+# writer let that buffer grow by the log's size (bench/log_throughput.py: 250 MB of RSS).
+CHUNK = 1 << 20
 QUIET_S = 0.5
 WRAPPER = files(__package__).joinpath("job.sh").read_text()
 # The command line every host runs: fixed text that reads the wrapper's bytes (their count
