@@ -3,6 +3,7 @@
 # so no job data (script, environment, secrets, branch names) ever appears on a command
 # line. It starts as few processes as it can: each costs a host with a slow bash or sshd
 # milliseconds of CPU, so builtins do what they can (bench/job_processes.py counts them).
+# checkout.sh and collect.sh hold some of its functions and come first in that text.
 # Every path comes in the preamble, relative to AC_WORKDIR (wrapper.py decides them all):
 # AC_WS the workspace, AC_DIR the attempt's directory, AC_MIRROR the repo's mirror.
 #
@@ -15,7 +16,7 @@
 #           probe  print git's and bash's versions, then what the host can confine with;
 #                  with AC_JOBS, first remove the attempts' directories there long over
 # AC_ARTIFACTS and AC_JUNIT (start mode): glob patterns, one a line, naming what to collect
-# from the workspace once the job ended, within AC_CAP bytes in all (see `collect`).
+# from the workspace once the job ended, within AC_CAP bytes in all (see collect.sh).
 # AC_CONFINE (start mode): "" runs the script as the build user; "sandbox" in bubblewrap;
 # "container" in a fresh container of AC_IMAGE run by the words of AC_ENGINE (SPEC §5a).
 # AC_FRESH=1: the workspace is the job's own (an untrusted job's), removed after it.
@@ -48,106 +49,6 @@ fail() {
 g() {
 	# asyncci's own git: hooks never run, wherever a job may have put them.
 	git -c core.hooksPath=/dev/null "$@"
-}
-
-fetch() {
-	local mirror="$AC_MIRROR"
-	# The URL may hold a token: git gets it as the remote `origin` from its environment,
-	# which only the build user can read, and not on its command line, which `ps` shows
-	# every user. Exported for this function's git calls only, never to the job's script.
-	local -x GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=remote.origin.url GIT_CONFIG_VALUE_0="$AC_URL"
-	[ -d "$mirror" ] || g init -q --bare -- "$mirror" || return
-	g -C "$mirror" cat-file -e "$AC_SHA^{commit}" 2>/dev/null && return
-	if [ -n "$AC_REF" ]; then
-		g -C "$mirror" fetch -q --no-tags --force -- origin "+$AC_REF:$AC_REF" && \
-			g -C "$mirror" cat-file -e "$AC_SHA^{commit}" 2>/dev/null && return
-	fi
-	g -C "$mirror" fetch -q --no-tags -- origin "$AC_SHA" 2>/dev/null && return
-	g -C "$mirror" fetch -q --no-tags --force -- origin '+refs/heads/*:refs/heads/*' || return
-	g -C "$mirror" cat-file -e "$AC_SHA^{commit}" || return
-}
-
-checkout() {
-	# The workspace is fresh for every job: at AC_SHA, nothing else in it, and git metadata
-	# that holds nothing a job put there (hooks, a config with filters or an fsmonitor,
-	# info/attributes, a `.git` file that points elsewhere), for asyncci's git runs there.
-	# The metadata the slot's last checkout left is kept where it provably still is
-	# (`intact`), and nothing is done at all when the files are too (`unchanged`). An
-	# untrusted job never gets a workspace another job used.
-	local ws=$AC_WS meta=$AC_WS/.git print
-	if [ -n "$AC_FRESH" ] || ! intact; then
-		renew || return
-	elif unchanged; then
-		return
-	fi
-	# Usually the commit is there already: try before taking the mirror's lock.
-	if ! g -C "$ws" checkout -q -f --detach "$AC_SHA" -- 2>/dev/null; then
-		(flock 9 && fetch) 9>"$AC_MIRROR.lock" || return
-		g -C "$ws" checkout -q -f --detach "$AC_SHA" -- || return
-	fi
-	g -C "$ws" clean -q -ffdx || return
-	[ -z "$AC_FRESH" ] || return 0
-	# The state `intact` looks for: the index itself (git replaces the file whenever it
-	# changes it), and what the metadata holds.
-	{ [[ $meta/index -ef $ws.index ]] || ln -f -- "$meta/index" "$ws.index"; } &&
-		fingerprint && printf '%s' "$print" >"$ws.git"
-}
-
-renew() {
-	# New metadata around the workspace's files; only the index is kept, so that
-	# unchanged files are not written again.
-	if [[ -d $meta && ! -L $meta && -f $meta/index && ! -L $meta/index &&
-		! $meta/index -ef $ws.index ]]; then
-		mv -f -- "$meta/index" "$ws.index" || return
-	fi
-	[[ ! -e $meta && ! -L $meta ]] || rm -rf -- "$meta" || return
-	g init -q --template= -- "$ws" && echo "$AC_MIRROR/objects" >"$meta/objects/info/alternates" ||
-		return
-	[ ! -e "$ws.index" ] || mv -f -- "$ws.index" "$meta/index"
-}
-
-intact() {
-	# The metadata is as the last checkout left it: every path, type and config line the
-	# same. Builtins only: no git runs in the workspace before this vouches for what it
-	# would read there.
-	local saved
-	[[ -d $meta && ! -L $meta && -f $ws.git ]] || return
-	IFS= read -r -d '' saved <"$ws.git"
-	fingerprint && [ "$print" = "$saved" ]
-}
-
-fingerprint() {
-	# Sets `print`: each path under the metadata with its type, then the lines of its
-	# config and of its alternates (read as data: NUL bytes cannot hide a line from this).
-	local p
-	local -a text
-	print=
-	shopt -s globstar dotglob nullglob
-	for p in "$meta"/**; do
-		if [[ -L $p ]]; then
-			print+="l ${p#"$meta"}"$'\n'
-		elif [[ -d $p ]]; then
-			print+="d ${p#"$meta"}"$'\n'
-		else
-			print+="f ${p#"$meta"}"$'\n'
-		fi
-	done
-	shopt -u globstar dotglob nullglob
-	mapfile -t text <"$meta/config" && printf -v p '%s\n' "${text[@]}" && print+=$p || return
-	mapfile -t text <"$meta/objects/info/alternates" && printf -v p '%s\n' "${text[@]}" &&
-		print+=$p
-}
-
-unchanged() {
-	# HEAD at AC_SHA; the index the very file the last checkout wrote (git replaces the
-	# file whenever it changes it), not written to since: it holds AC_SHA's tree; and
-	# git, reading only metadata vouched for, finds no file changed, gone or added since
-	# (an ignored file, an empty directory).
-	local head
-	[[ -f $ws.index && $meta/index -ef $ws.index && ! $meta/index -nt $ws.git &&
-		! -L $meta/HEAD ]] && read -r head <"$meta/HEAD" && [ "$head" = "$AC_SHA" ] &&
-		g -C "$ws" ls-files --others --modified --deleted --directory >"$AC_DIR/changed" &&
-		[ ! -s "$AC_DIR/changed" ]
 }
 
 forget_old_jobs() {
@@ -267,114 +168,6 @@ confine() {
 		--ro-bind "$AC_DIR/script" "$script" --chdir "$AC_WS")
 	[ -n "$AC_NETWORK" ] || jail+=(--unshare-net)
 	jail+=(--)
-}
-
-collect() {
-	# In the workspace, once nothing of the job runs: the files the patterns name go to
-	# $AC_DIR/junit and $AC_DIR/artifacts under their workspace paths, where the server
-	# fetches them; reports first, so a big artifact never crowds them out of the cap.
-	# A handful of processes whatever the number of files, since hosts' forks may be slow.
-	# Names only pass through quoted expansions and NUL-separated lists: data, never code.
-	local -a names=() kinds=() real=() sizes=() junit=() artifacts=()
-	local -A seen=() what=([junit]="junit report" [artifacts]=artifact)
-	local IFS= ws left=$AC_CAP over=0 i
-	cd -P . && ws=$PWD || return # real paths are compared with it
-	shopt -s globstar nullglob
-	shopt -s globskipdots 2>/dev/null # bash 5.2; before it `.*` matches `..`, refused anyway
-	gather junit "$AC_JUNIT" && gather artifacts "$AC_ARTIFACTS" || return
-	((${#names[@]})) || return
-	mapfile -d '' real < <(printf '%s\0' "${names[@]}" | xargs -0 realpath -zm --)
-	mapfile -d '' sizes < <(printf '%s\0' "${names[@]}" |
-		xargs -0 stat -L --printf '%s\0' -- 2>/dev/null)
-	if ((${#real[@]} != ${#names[@]} || ${#sizes[@]} != ${#names[@]})); then
-		note "nothing collected: files changed while they were being collected"
-		return
-	fi
-	for i in "${!names[@]}"; do
-		if [[ ${real[i]} != "$ws"/* ]]; then
-			note "${what[${kinds[i]}]} \"${names[i]}\" refused: it leaves the workspace"
-		elif ((sizes[i] > left)); then
-			((over++ >= 10)) ||
-				note "${what[${kinds[i]}]} \"${names[i]}\" skipped: over the cap of $AC_CAP bytes"
-		elif [ "${kinds[i]}" = junit ]; then
-			junit+=("${names[i]}")
-			left=$((left - sizes[i]))
-		else
-			artifacts+=("${names[i]}")
-			left=$((left - sizes[i]))
-		fi
-	done
-	((over <= 10)) || note "$((over - 10)) more files skipped: over the cap of $AC_CAP bytes"
-	put junit "${junit[@]}"
-	put artifacts "${artifacts[@]}"
-}
-
-gather() {
-	# KIND PATTERNS: add the regular files each pattern names (for a directory, every file
-	# under it) to collect's `names` and `kinds`, once each; note what a pattern cannot have.
-	local kind=$1 pattern m f found where
-	local -a files
-	while read -r pattern; do
-		[ -n "$pattern" ] || continue
-		while [[ $pattern == ./* ]]; do pattern=${pattern#./}; done
-		if [[ $pattern == /* || /$pattern/ == */../* ]]; then
-			note "${what[$kind]} \"$pattern\" refused: it leaves the workspace"
-			continue
-		fi
-		found=0
-		for m in $pattern; do # IFS is empty: pathname expansion only, no word splitting
-			[[ -e $m || -L $m ]] || continue # a pattern without wildcards stays as it is
-			found=1
-			files=()
-			if [[ -d $m ]]; then
-				# Where the directory really is, without a process: a link out is not walked.
-				where=
-				cd -P -- "./$m" 2>/dev/null && where=$PWD
-				cd -- "$ws" || return
-				if [[ $where != "$ws" && $where != "$ws"/* ]]; then
-					note "${what[$kind]} \"$m\" refused: it leaves the workspace"
-				else
-					shopt -s dotglob # a directory named whole: its hidden files too
-					files=("${m%/}"/**)
-					shopt -u dotglob
-				fi
-			elif [[ -f $m ]]; then
-				files=("$m")
-			else
-				note "${what[$kind]} \"$m\" skipped: not a regular file"
-			fi
-			for f in "${files[@]}"; do
-				[[ -f $f && -z ${seen[$kind/$f]-} ]] || continue
-				seen[$kind/$f]=1
-				names+=("$f")
-				kinds+=("$kind")
-			done
-		done
-		((found)) || note "${what[$kind]} \"$pattern\" matched no files"
-	done <<<"$2"
-}
-
-put() {
-	# DIR NAME...: hard links, which cost nothing however big the file; copies where the
-	# file system refuses them (another device, a file owned by someone else).
-	local dest=$AC_DIR/$1 err
-	shift
-	(($#)) && mkdir -p -- "$dest" || return
-	printf '%s\0' "$@" | xargs -0 cp -L -l --parents -t "$dest" -- 2>/dev/null && return
-	rm -rf -- "$dest" && mkdir -p -- "$dest" || return
-	err=$(printf '%s\0' "$@" | xargs -0 cp -L --parents -t "$dest" -- 2>&1) ||
-		note "not everything could be copied: ${err//$'\n'/; }"
-}
-
-note() {
-	# A line of asyncci's own in the job's log: on a line of its own, and one line however
-	# a file is named.
-	if [ -z "${noted-}" ]; then
-		noted=1
-		[ ! -s "$AC_DIR/job.log" ] || [ -z "$(tail -c 1 -- "$AC_DIR/job.log")" ] ||
-			echo >>"$AC_DIR/job.log"
-	fi
-	printf '[asyncci] %s\n' "${1//$'\n'/\\n}" >>"$AC_DIR/job.log"
 }
 
 stream() {

@@ -26,7 +26,9 @@ from .base import NO_RUN, HostLost, JobRun, Outcome
 # writer let that buffer grow by the log's size (bench/log_throughput.py: 250 MB of RSS).
 CHUNK = 1 << 20
 QUIET_S = 0.5
-WRAPPER = files(__package__).joinpath("job.sh").read_text()
+# job.sh, after the functions kept in files of their own: one text, sent whole.
+WRAPPER = "".join(files(__package__).joinpath(name).read_text()
+                  for name in ("checkout.sh", "collect.sh", "job.sh"))
 # The command line every host runs: fixed text that reads the wrapper's bytes (their count
 # is its one argument) from stdin, in large reads (bash reading a script from a pipe would
 # read it a byte at a time) and with no program (`head -c` costs a process); the rest of
