@@ -153,3 +153,38 @@ async def test_a_host_forgets_attempts_long_over_once_it_is_reached(
     assert sorted(p.name for p in jobs.iterdir()) == ["1-1", "2-1", "3-1"]
     await host.maintain()
     assert sorted(p.name for p in jobs.iterdir()) == ["2-1", "3-1"]  # one still running
+
+
+async def test_a_slots_workspace_is_as_fresh_as_a_new_checkout_whatever_a_job_left(
+    config_for: Callable[..., Path], repo: GitRepo, tmp_path: Path
+) -> None:
+    """Each job of a slot sees its commit and nothing else, whatever the last one left; a
+    workspace that provably is so already is not checked out again (its index is the
+    very file the last checkout wrote)."""
+    repo.commit("ignore logs", {".gitignore": "*.log\n"})
+    rounds, mark = tmp_path / "round", tmp_path / "fsmonitor-ran"
+    rounds.write_text("0")
+    leave = {2: "mkdir -p empty/inner", 3: "echo x >junk.log", 4: "echo untracked >junk",
+             5: "echo changed >file.txt", 6: "echo staged >file.txt; git add file.txt",
+             7: "chmod +x file.txt", 8: f"git config core.fsmonitor 'touch {mark}'",
+             9: "git commit -qm local --allow-empty"}
+    script = (f'n=$(cat {rounds}); echo $((n + 1)) >{rounds}\n'
+              # Git in the job takes no optional locks: a refreshed index is a new file.
+              'echo "round $n: $(ls -A | tr "\\n" " ")| $(GIT_OPTIONAL_LOCKS=0 git status'
+              ' --porcelain --ignored -uall | tr "\\n" " ")| $(cat file.txt) |'
+              ' $(git rev-parse HEAD) | $(stat -c %i .git/index)"\n'
+              + "".join(f'if [ "$n" = {n} ]; then {what}; fi\n' for n, what in leave.items()))
+    host = {"name": "local", "type": "local", "slots": 1, "workdir": str(tmp_path / "work")}
+    seen = []
+    async with running_server(config_for(script, hosts=[host])) as server, api_for(server) as api:
+        for _ in range(len(leave) + 2):
+            build = (await api.call("POST", "/api/repos/demo/builds", {}))[1]
+            done = await api.build(build["id"])
+            assert done["state"] == "passed", done
+            log = (await api.call("GET", f"/api/jobs/{done['jobs'][0]['id']}/log"))[1].decode()
+            seen.append(log.split(": ", 1)[1].rsplit(" | ", 1))
+    fresh = f".git .gitignore file.txt | | first commit | {repo.head()}"
+    assert [state for state, _ in seen] == [fresh] * len(seen)
+    inodes = [inode for _, inode in seen]
+    assert inodes[0] == inodes[1] == inodes[2]  # rounds 0 and 1 left nothing: no checkout
+    assert inodes[3] != inodes[2] and not mark.exists()

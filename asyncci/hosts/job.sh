@@ -1,6 +1,9 @@
 # asyncci's job wrapper: the same text runs on local and SSH hosts, read from stdin by
-# `bash -c 'eval "$(head -c N)"'` after a preamble of shell-quoted AC_* assignments, so no
-# job data (script, environment, secrets, branch names) ever appears on a command line.
+# `bash -c 'read -rN N w && eval "$w"'` after a preamble of shell-quoted AC_* assignments,
+# so no job data (script, environment, secrets, branch names) ever appears on a command
+# line. It starts as few processes as it can: each costs a host with a slow bash or sshd
+# milliseconds of CPU, so builtins do what they can (bench/job_processes.py counts them).
+# checkout.sh and collect.sh hold some of its functions and come first in that text.
 # Every path comes in the preamble, relative to AC_WORKDIR (wrapper.py decides them all):
 # AC_WS the workspace, AC_DIR the attempt's directory, AC_MIRROR the repo's mirror.
 #
@@ -13,7 +16,7 @@
 #           probe  print git's and bash's versions, then what the host can confine with;
 #                  with AC_JOBS, first remove the attempts' directories there long over
 # AC_ARTIFACTS and AC_JUNIT (start mode): glob patterns, one a line, naming what to collect
-# from the workspace once the job ended, within AC_CAP bytes in all (see `collect`).
+# from the workspace once the job ended, within AC_CAP bytes in all (see collect.sh).
 # AC_CONFINE (start mode): "" runs the script as the build user; "sandbox" in bubblewrap;
 # "container" in a fresh container of AC_IMAGE run by the words of AC_ENGINE (SPEC §5a).
 # AC_FRESH=1: the workspace is the job's own (an untrusted job's), removed after it.
@@ -48,45 +51,6 @@ g() {
 	git -c core.hooksPath=/dev/null "$@"
 }
 
-fetch() {
-	local mirror="$AC_MIRROR"
-	# The URL may hold a token: git gets it as the remote `origin` from its environment,
-	# which only the build user can read, and not on its command line, which `ps` shows
-	# every user. Exported for this function's git calls only, never to the job's script.
-	local -x GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=remote.origin.url GIT_CONFIG_VALUE_0="$AC_URL"
-	[ -d "$mirror" ] || g init -q --bare -- "$mirror" || return
-	g -C "$mirror" cat-file -e "$AC_SHA^{commit}" 2>/dev/null && return
-	if [ -n "$AC_REF" ]; then
-		g -C "$mirror" fetch -q --no-tags --force -- origin "+$AC_REF:$AC_REF" && \
-			g -C "$mirror" cat-file -e "$AC_SHA^{commit}" 2>/dev/null && return
-	fi
-	g -C "$mirror" fetch -q --no-tags -- origin "$AC_SHA" 2>/dev/null && return
-	g -C "$mirror" fetch -q --no-tags --force -- origin '+refs/heads/*:refs/heads/*' || return
-	g -C "$mirror" cat-file -e "$AC_SHA^{commit}" || return
-}
-
-checkout() {
-	# The workspace's git metadata is made anew for every job, so nothing a job left in it
-	# (hooks, a config with filters or an fsmonitor, info/attributes, a `.git` file that
-	# points elsewhere) takes effect; only the index is kept, so that unchanged files are
-	# not written again. An untrusted job never gets a workspace another job used.
-	local ws=$AC_WS meta=$AC_WS/.git
-	mkdir -p -- "$ws" || return
-	if [[ -d $meta && ! -L $meta && -f $meta/index && ! -L $meta/index ]]; then
-		mv -f -- "$meta/index" "$ws.index" || return
-	fi
-	[[ ! -e $meta && ! -L $meta ]] || rm -rf -- "$meta" || return
-	g init -q --template= -- "$ws" && echo "$AC_MIRROR/objects" >"$meta/objects/info/alternates" ||
-		return
-	[ ! -e "$ws.index" ] || mv -f -- "$ws.index" "$meta/index" || return
-	# Usually the commit is there already: try before taking the mirror's lock.
-	if ! g -C "$ws" checkout -q -f --detach "$AC_SHA" -- 2>/dev/null; then
-		(flock 9 && fetch) 9>"$AC_MIRROR.lock" || return
-		g -C "$ws" checkout -q -f --detach "$AC_SHA" -- || return
-	fi
-	g -C "$ws" clean -q -ffdx
-}
-
 forget_old_jobs() {
 	# A job directory outlives its job only so the server can finish reading its log.
 	find "$AC_JOBS" -mindepth 2 -maxdepth 2 -name job.exit -mmin +1440 -printf '%h\0' \
@@ -96,32 +60,29 @@ forget_old_jobs() {
 start() {
 	[ ! -e "$AC_DIR/cancel" ] || fail "cancelled before it started"
 	[ ! -e "$AC_DIR" ] || rm -rf -- "$AC_DIR"
-	mkdir -p -- "$AC_DIR" "${AC_MIRROR%/*}" || fail "cannot create $AC_DIR"
-	printf '%s' "$AC_ENV" >"$AC_DIR/env"
+	mkdir -p -- "$AC_DIR" "$AC_WS" "${AC_MIRROR%/*}" || fail "cannot create $AC_DIR"
 	printf '%s' "$AC_SCRIPT" >"$AC_DIR/script"
-	# The supervisor is a session of its own from here on: a connection that drops (or a
-	# server that stops) even during the checkout loses nothing. Functions and values
-	# reach it through the environment, not its command line.
-	export -f supervise confine lines checkout fetch g collect gather put note stop_group
-	export AC_JOB AC_WORKDIR AC_URL AC_SHA AC_REF AC_GRACE AC_DIR AC_WS AC_MIRROR \
-		AC_ARTIFACTS AC_JUNIT AC_CAP AC_CONFINE AC_IMAGE AC_NETWORK AC_ENGINE AC_ENGINE_OPTIONS \
-		AC_DEVICES AC_HIDE AC_ENV_NAMES AC_FRESH
-	setsid bash -c supervise </dev/null >/dev/null 2>&1 &
-	# Not a process group leader, setsid(1) does not fork: $! is the supervisor.
+	# There before tail looks: tail polls a file that is missing when it starts.
+	: >"$AC_DIR/job.log"
+	# The supervisor is a process group of its own from here on (job control makes one):
+	# a connection that drops (or a server that stops) even during the checkout loses
+	# nothing. It is this shell, forked: no program to start, nothing on a command line.
+	set -m
+	supervise </dev/null >/dev/null 2>&1 &
+	set +m
 	echo $! >"$AC_DIR/sup.pid"
-	stream
+	stream $!
 }
 
 supervise() {
 	# The script gets a process group of its own, so killing it leaves the supervisor to
-	# record the status; `env -i` keeps the server's own environment (tokens) from it.
-	# What the script leaves running in its group is stopped before the job counts as
-	# ended, so the slot's next job never meets it; a confined job's PID namespace goes
-	# with its script, and with it whatever the job started, `setsid` or not.
+	# record the status. What the script leaves running in its group is stopped before
+	# the job counts as ended, so the slot's next job never meets it; a confined job's
+	# PID namespace goes with its script, and with it whatever the job started, `setsid`
+	# or not.
 	local pgid status script="$AC_DIR/script"
 	local -a jail=() engine
 	lines engine "$AC_ENGINE"
-	cd -- "$AC_WORKDIR" || exit
 	if ! checkout >"$AC_DIR/checkout.log" 2>&1; then
 		printf 'checkout of %s failed: %s' "$AC_SHA" \
 			"$(tail -c 1500 "$AC_DIR/checkout.log" | tr '\n' ' ')" >"$AC_DIR/job.error"
@@ -129,11 +90,10 @@ supervise() {
 	fi
 	cd -- "$AC_WS" || exit
 	[ -z "$AC_CONFINE" ] || confine
-	env -i PATH="$PATH" HOME="$HOME" USER="${USER:-$(id -un)}" LANG="${LANG:-C.UTF-8}" \
-		SHELL="${SHELL:-/bin/bash}" TERM=dumb \
-		setsid bash -c 'set -a; . "$0/env"; set +a; rm -f -- "$0/env"; exec "$@"' "$AC_DIR" \
-		"${jail[@]}" bash -eo pipefail "$script" </dev/null >"$AC_DIR/job.log" 2>&1 &
+	set -m
+	launch </dev/null >"$AC_DIR/job.log" 2>&1 &
 	pgid=$!
+	set +m
 	echo $pgid >"$AC_DIR/job.pid"
 	# A kill that came before job.pid existed left this mark (see kill_job).
 	[ ! -e "$AC_DIR/cancel" ] || kill -TERM -- "-$pgid" 2>/dev/null || kill -TERM "$pgid"
@@ -142,12 +102,33 @@ supervise() {
 	# A sandbox's PID namespace ended with its script, killing all it held; what is left
 	# in the group is its init, dead, until the host's init reaps it: not worth a wait.
 	[ "$AC_CONFINE" = sandbox ] || stop_group "$pgid"
-	# The engine's `run` is not the container: one killed by a timeout leaves it running.
-	[ "$AC_CONFINE" != container ] || "${engine[@]}" rm -f -- "asyncci-$AC_JOB" >/dev/null 2>&1
+	# The engine's `run` is not the container: one killed (a timeout, a cancel) or
+	# failing itself (125 and over) may leave it behind.
+	[ "$AC_CONFINE" != container ] || { [ ! -e "$AC_DIR/cancel" ] && ((status < 125)); } ||
+		"${engine[@]}" rm -f -- "asyncci-$AC_JOB" >/dev/null 2>&1
 	# Before job.exit: the stream, which ends with this process, carries collect's notes.
 	[ -z "$AC_ARTIFACTS$AC_JUNIT" ] || collect
 	[ -z "$AC_FRESH" ] || rm -rf -- "$AC_WS"
 	echo $status >"$AC_DIR/job.exit"
+}
+
+launch() {
+	# The script's process. Its environment holds only what a job is given: nothing the
+	# host's own held (a local host's is the server's, tokens and all) reaches it. The
+	# job's variables come from memory: no file ever holds them.
+	local -a names functions
+	local user='\u' # a prompt's escape: the user's name without `id -un`
+	compgen -e >"$AC_DIR/exported" && mapfile -t names <"$AC_DIR/exported" &&
+		compgen -A function >"$AC_DIR/exported" && mapfile -t functions <"$AC_DIR/exported" ||
+		exit
+	((!${#names[@]})) || export -n "${names[@]}" 2>/dev/null
+	export -nf "${functions[@]}"
+	export PATH HOME USER="${USER:-${user@P}}" LANG="${LANG:-C.UTF-8}" \
+		SHELL="${SHELL:-/bin/bash}" TERM=dumb
+	set -a
+	eval "$AC_ENV"
+	set +a
+	exec "${jail[@]}" bash -eo pipefail "$script"
 }
 
 confine() {
@@ -189,134 +170,42 @@ confine() {
 	jail+=(--)
 }
 
-collect() {
-	# In the workspace, once nothing of the job runs: the files the patterns name go to
-	# $AC_DIR/junit and $AC_DIR/artifacts under their workspace paths, where the server
-	# fetches them; reports first, so a big artifact never crowds them out of the cap.
-	# A handful of processes whatever the number of files, since hosts' forks may be slow.
-	# Names only pass through quoted expansions and NUL-separated lists: data, never code.
-	local -a names=() kinds=() real=() sizes=() junit=() artifacts=()
-	local -A seen=() what=([junit]="junit report" [artifacts]=artifact)
-	local IFS= ws left=$AC_CAP over=0 i
-	cd -P . && ws=$PWD || return # real paths are compared with it
-	shopt -s globstar nullglob
-	shopt -s globskipdots 2>/dev/null # bash 5.2; before it `.*` matches `..`, refused anyway
-	gather junit "$AC_JUNIT" && gather artifacts "$AC_ARTIFACTS" || return
-	((${#names[@]})) || return
-	mapfile -d '' real < <(printf '%s\0' "${names[@]}" | xargs -0 realpath -zm --)
-	mapfile -d '' sizes < <(printf '%s\0' "${names[@]}" |
-		xargs -0 stat -L --printf '%s\0' -- 2>/dev/null)
-	if ((${#real[@]} != ${#names[@]} || ${#sizes[@]} != ${#names[@]})); then
-		note "nothing collected: files changed while they were being collected"
-		return
-	fi
-	for i in "${!names[@]}"; do
-		if [[ ${real[i]} != "$ws"/* ]]; then
-			note "${what[${kinds[i]}]} \"${names[i]}\" refused: it leaves the workspace"
-		elif ((sizes[i] > left)); then
-			((over++ >= 10)) ||
-				note "${what[${kinds[i]}]} \"${names[i]}\" skipped: over the cap of $AC_CAP bytes"
-		elif [ "${kinds[i]}" = junit ]; then
-			junit+=("${names[i]}")
-			left=$((left - sizes[i]))
-		else
-			artifacts+=("${names[i]}")
-			left=$((left - sizes[i]))
-		fi
-	done
-	((over <= 10)) || note "$((over - 10)) more files skipped: over the cap of $AC_CAP bytes"
-	put junit "${junit[@]}"
-	put artifacts "${artifacts[@]}"
-}
-
-gather() {
-	# KIND PATTERNS: add the regular files each pattern names (for a directory, every file
-	# under it) to collect's `names` and `kinds`, once each; note what a pattern cannot have.
-	local kind=$1 pattern m f found where
-	local -a files
-	while read -r pattern; do
-		[ -n "$pattern" ] || continue
-		while [[ $pattern == ./* ]]; do pattern=${pattern#./}; done
-		if [[ $pattern == /* || /$pattern/ == */../* ]]; then
-			note "${what[$kind]} \"$pattern\" refused: it leaves the workspace"
-			continue
-		fi
-		found=0
-		for m in $pattern; do # IFS is empty: pathname expansion only, no word splitting
-			[[ -e $m || -L $m ]] || continue # a pattern without wildcards stays as it is
-			found=1
-			files=()
-			if [[ -d $m ]]; then
-				# Where the directory really is, without a process: a link out is not walked.
-				where=
-				cd -P -- "./$m" 2>/dev/null && where=$PWD
-				cd -- "$ws" || return
-				if [[ $where != "$ws" && $where != "$ws"/* ]]; then
-					note "${what[$kind]} \"$m\" refused: it leaves the workspace"
-				else
-					shopt -s dotglob # a directory named whole: its hidden files too
-					files=("${m%/}"/**)
-					shopt -u dotglob
-				fi
-			elif [[ -f $m ]]; then
-				files=("$m")
-			else
-				note "${what[$kind]} \"$m\" skipped: not a regular file"
-			fi
-			for f in "${files[@]}"; do
-				[[ -f $f && -z ${seen[$kind/$f]-} ]] || continue
-				seen[$kind/$f]=1
-				names+=("$f")
-				kinds+=("$kind")
-			done
-		done
-		((found)) || note "${what[$kind]} \"$pattern\" matched no files"
-	done <<<"$2"
-}
-
-put() {
-	# DIR NAME...: hard links, which cost nothing however big the file; copies where the
-	# file system refuses them (another device, a file owned by someone else).
-	local dest=$AC_DIR/$1 err
-	shift
-	(($#)) && mkdir -p -- "$dest" || return
-	printf '%s\0' "$@" | xargs -0 cp -L -l --parents -t "$dest" -- 2>/dev/null && return
-	rm -rf -- "$dest" && mkdir -p -- "$dest" || return
-	err=$(printf '%s\0' "$@" | xargs -0 cp -L --parents -t "$dest" -- 2>&1) ||
-		note "not everything could be copied: ${err//$'\n'/; }"
-}
-
-note() {
-	# A line of asyncci's own in the job's log: on a line of its own, and one line however
-	# a file is named.
-	if [ -z "${noted-}" ]; then
-		noted=1
-		[ ! -s "$AC_DIR/job.log" ] || [ -z "$(tail -c 1 -- "$AC_DIR/job.log")" ] ||
-			echo >>"$AC_DIR/job.log"
-	fi
-	printf '[asyncci] %s\n' "${1//$'\n'/\\n}" >>"$AC_DIR/job.log"
-}
-
 stream() {
-	local sup status ack
-	[ -s "$AC_DIR/sup.pid" ] || { echo asyncci-lost >&2; exit 0; }
-	read -r sup <"$AC_DIR/sup.pid"
-	if kill -0 "$sup" 2>/dev/null; then
-		tail -c "+$((AC_OFFSET + 1))" -s 0.02 -F --pid="$sup" -- "$AC_DIR/job.log" 2>/dev/null
+	# [SUP]: stream job.log from byte AC_OFFSET until the job ended, then say how it did.
+	# Given SUP, the supervisor this shell started, this shell wakes tail once it reaped
+	# it (a new file in the job's directory): no polling. Reattached, tail looks for it
+	# every 0.1 s.
+	local sup=${1-} tail status ack
+	if [ -z "$sup" ]; then
+		[ -s "$AC_DIR/sup.pid" ] || { echo asyncci-lost >&2; exit 0; }
+		read -r sup <"$AC_DIR/sup.pid"
+		if kill -0 "$sup" 2>/dev/null; then
+			tail -c "+$((AC_OFFSET + 1))" -s 0.1 -F --pid="$sup" -- "$AC_DIR/job.log" 2>/dev/null
+		else
+			tail -c "+$((AC_OFFSET + 1))" -- "$AC_DIR/job.log" 2>/dev/null
+		fi
 	else
-		tail -c "+$((AC_OFFSET + 1))" -- "$AC_DIR/job.log" 2>/dev/null
+		# -s 1: only where inotify is missing does tail poll; then at least every second.
+		tail -c "+$((AC_OFFSET + 1))" -s 1 -F --pid="$sup" -- "$AC_DIR/job.log" 2>/dev/null &
+		tail=$!
+		wait "$sup"
+		: >"$AC_DIR/ended"
+		# A stream cut meanwhile (the server went away, tail was killed) told nothing.
+		wait "$tail" || (($? < 128)) || { echo asyncci-lost >&2; return; }
 	fi
 	if [ -s "$AC_DIR/job.exit" ]; then
 		read -r status <"$AC_DIR/job.exit"
 		printf 'asyncci-exit %s\n' "$status" >&2
 	elif [ -s "$AC_DIR/job.error" ]; then
-		printf 'asyncci-error %s\n' "$(cat -- "$AC_DIR/job.error")" >&2
+		IFS= read -r -d '' status <"$AC_DIR/job.error"
+		printf 'asyncci-error %s\n' "$status" >&2
 	else
 		echo asyncci-lost >&2
 		return
 	fi
 	exec >&- 2>&- # the server's end of the stream, and the end of its wait for how it ended
-	read -r ack && [ "$ack" = forget ] && rm -f -- "$AC_DIR/job.log"
+	# Emptied rather than removed: a builtin does that, removing takes a process.
+	read -r ack && [ "$ack" = forget ] && : >"$AC_DIR/job.log"
 }
 
 stop_group() {

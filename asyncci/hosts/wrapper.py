@@ -21,13 +21,19 @@ from ..logs.joblog import JobLog
 from ..model import Capability
 from .base import NO_RUN, HostLost, JobRun, Outcome
 
-CHUNK = 1 << 16  # 64 KiB reads: line iterators cost ~3 µs of Python per line
+# Reads of up to 1 MiB, never lines (~3 µs of Python each). asyncssh reopens a channel's
+# whole window whenever a read makes room in its buffer: 64 KiB reads behind a faster
+# writer let that buffer grow by the log's size (bench/log_throughput.py: 250 MB of RSS).
+CHUNK = 1 << 20
 QUIET_S = 0.5
-WRAPPER = files(__package__).joinpath("job.sh").read_text()
+# job.sh, after the functions kept in files of their own: one text, sent whole.
+WRAPPER = "".join(files(__package__).joinpath(name).read_text()
+                  for name in ("checkout.sh", "collect.sh", "job.sh"))
 # The command line every host runs: fixed text that reads the wrapper's bytes (their count
-# is its one argument) from stdin in one go (bash reading a script from a pipe would read
-# it a byte at a time); the rest of stdin stays for the server's `forget` (see job.sh).
-READ_WRAPPER = 'eval "$(head -c "$0")"'
+# is its one argument) from stdin, in large reads (bash reading a script from a pipe would
+# read it a byte at a time) and with no program (`head -c` costs a process); the rest of
+# stdin stays for the server's `forget` (see job.sh).
+READ_WRAPPER = 'LC_ALL=C read -rN "$0" w && eval "$w"'
 FORGET = b"forget\n"
 JOBS = "jobs"  # the attempts' directories, under the workdir
 
