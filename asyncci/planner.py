@@ -190,12 +190,20 @@ class Planner:
         try:
             if branch is not None and _builds(repo, branch) and await mirror.resolve(ref) == sha:
                 return False
+            # Trusted on the mirror as of its last fetch, as the ref is above: only a commit
+            # it does not show on a built branch is worth fetching every branch for.
+            if await mirror.has(sha) and await self._on_built_branch(repo, sha):
+                return False
             await mirror.fetch()
-            return not any(_builds(repo, b) for b in await mirror.branches_containing(sha))
+            return not await self._on_built_branch(repo, sha)
         except GitError as e:
             log.warning("repo %s: cannot tell which branches hold %s, so it is untrusted: %s",
                         repo.name, sha[:12], e)
             return True
+
+    async def _on_built_branch(self, repo: RepoConfig, sha: str) -> bool:
+        return any(_builds(repo, b)
+                   for b in await self._mirrors[repo.name].branches_containing(sha))
 
     async def cron(self, repo: RepoConfig, slot: datetime) -> Build:
         """The schedule's build of the default branch's head for one time slot."""

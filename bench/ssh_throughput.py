@@ -17,18 +17,29 @@ import asyncssh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asyncci.config import HostConfig  # noqa: E402
+from asyncci.config import HostConfig, load_config  # noqa: E402
 from asyncci.hosts.base import JobRun  # noqa: E402
 from asyncci.hosts.wrapper import Wrapper, command  # noqa: E402
 from asyncci.server import KILL_GRACE_S  # noqa: E402
 from bench.throughput import bench_server  # noqa: E402
+from tests.support.config import make_config  # noqa: E402
 from tests.support.gitrepo import GitRepo  # noqa: E402
 from tests.support.sshd import Sshd  # noqa: E402
 
 HOSTS, SLOTS = 4, 4
 
 
-async def reference(servers: list[Sshd], jobs: int, repo: GitRepo | None) -> float:
+def reference_hosts(root: Path, servers: list[Sshd]) -> list[HostConfig]:
+    """The reference's hosts as the config reads them, each with a workdir of its own."""
+    root.mkdir()
+    hosts = [{**s.host(f"ref{i}", slots=SLOTS), "workdir": f"{s.workdir}-ref"}
+             for i, s in enumerate(servers)]
+    return list(load_config(make_config(root, [{"name": "ref", "url": "/dev/null"}],
+                                        hosts=hosts)).hosts)
+
+
+async def reference(servers: list[Sshd], configs: list[HostConfig], jobs: int,
+                    repo: GitRepo | None) -> float:
     """Seconds for `jobs` commands over one connection per host, SLOTS in flight each:
     job.sh runs (checkout, run, stream) when a repo is given, else bare `true`."""
     conns = [await asyncssh.connect("127.0.0.1", s.port, client_keys=[str(s.client_key)],
@@ -40,10 +51,8 @@ async def reference(servers: list[Sshd], jobs: int, repo: GitRepo | None) -> flo
         queue.put_nowait(n)
 
     async def worker(host: int, slot: int) -> None:
-        conn, workdir = conns[host], str(servers[host].workdir) + "-ref"
-        config = HostConfig(f"ref{host}", False, "127.0.0.1", servers[host].port, None, None,
-                            None, SLOTS, (), workdir, {}, None, 60.0)
-        wrapper = Wrapper(config, workdir, KILL_GRACE_S)
+        conn, config = conns[host], configs[host]
+        wrapper = Wrapper(config, config.workdir, KILL_GRACE_S)
         while not queue.empty():
             n = queue.get_nowait()
             if repo is None:
@@ -80,9 +89,10 @@ def main() -> None:
             server_s, rss = bench_server(root / "server", hosts, args.builds)
             repo = GitRepo(root / "ref-repo")
             repo.commit("reference")
-            asyncio.run(reference(servers, HOSTS * SLOTS, repo))  # warm the mirrors
-            jobs_s = asyncio.run(reference(servers, args.builds, repo))
-            floor_s = asyncio.run(reference(servers, args.builds, None))
+            configs = reference_hosts(root / "ref", servers)
+            asyncio.run(reference(servers, configs, HOSTS * SLOTS, repo))  # warm the mirrors
+            jobs_s = asyncio.run(reference(servers, configs, args.builds, repo))
+            floor_s = asyncio.run(reference(servers, configs, args.builds, None))
         finally:
             for s in servers:
                 s.stop()
