@@ -269,15 +269,23 @@ class Mirror:
         """The commit a branch name or full ref points at in the mirror. The name is only
         looked up in the mirror's list of refs: it never reaches git."""
         full = full_ref(ref)
+        if (sha := (await self._ref_list()).get(full)) is None:
+            raise GitError(f"{full} names no commit in the mirror")
+        return sha
+
+    async def branches_at(self, sha: str) -> list[str]:
+        """The mirror's branches whose head is `sha`, from its list of refs: no process."""
+        return [branch for ref, head in (await self._ref_list()).items()
+                if head == sha and (branch := branch_of(ref)) is not None]
+
+    async def _ref_list(self) -> dict[str, str]:
         async with self._listing:
             if (refs := self._refs) is None:
                 fetches = self._fetches
                 refs = await self._list_refs()
                 if fetches == self._fetches:  # else a fetch ended meanwhile: list again
                     self._refs = refs
-        if (sha := refs.get(full)) is None:
-            raise GitError(f"{full} names no commit in the mirror")
-        return sha
+        return refs
 
     async def _list_refs(self) -> dict[str, str]:
         if not (self.path / "HEAD").exists():
@@ -292,7 +300,7 @@ class Mirror:
         return refs
 
     async def branches_containing(self, sha: str) -> list[str]:
-        """The mirror's branches whose history holds `sha`."""
+        """The mirror's branches whose history holds `sha` (a process: see `branches_at`)."""
         out = await git("for-each-ref", "--format=%(refname:lstrip=2)",
                         f"--contains={_checked(sha)}", HEADS, cwd=self.path)
         return out.decode(errors="replace").split("\n")[:-1]

@@ -202,8 +202,11 @@ class Planner:
             return True
 
     async def _on_built_branch(self, repo: RepoConfig, sha: str) -> bool:
-        return any(_builds(repo, b)
-                   for b in await self._mirrors[repo.name].branches_containing(sha))
+        """Whether a branch the repo builds holds `sha`: most often as its head, which
+        the mirror knows without asking git."""
+        mirror = self._mirrors[repo.name]
+        return (any(_builds(repo, b) for b in await mirror.branches_at(sha))
+                or any(_builds(repo, b) for b in await mirror.branches_containing(sha)))
 
     async def cron(self, repo: RepoConfig, slot: datetime) -> Build:
         """The schedule's build of the default branch's head for one time slot."""

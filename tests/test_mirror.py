@@ -192,3 +192,22 @@ async def test_refs_resolve_from_the_mirror_as_of_its_last_fetch(
         with pytest.raises(GitError):
             await mirror.resolve(name)
     await mirror.close()
+
+
+async def test_the_branches_at_a_commit_are_its_heads_as_of_the_last_fetch(
+        tmp_path: Path, repo: GitRepo) -> None:
+    mirror = Mirror(tmp_path / "mirror.git", str(repo.path))
+    first = repo.head()
+    assert await mirror.branches_at(first) == []  # no mirror yet
+    repo.branch("feature")
+    repo.git("tag", "v1", first)
+    await mirror.fetch()
+    await mirror.fetch("refs/tags/v1")
+    assert sorted(await mirror.branches_at(first)) == ["feature", "main"]  # not the tag
+    second = repo.commit("second")
+    assert await mirror.branches_at(second) == []
+    await mirror.fetch()
+    assert (await mirror.branches_at(first), await mirror.branches_at(second)) == (
+        ["feature"], ["main"])
+    assert await mirror.branches_containing(first) == ["feature", "main"]  # history too
+    await mirror.close()
