@@ -51,7 +51,7 @@ def main() -> None:
             hosts = [{"name": "local", "type": "local", "slots": args.slots,
                       "workdir": str(root / "work"), "container_command": PODMAN,
                       "container_options": PODMAN_OPTIONS}]
-            seconds, _ = bench_server(root, hosts, args.builds, **keys)
+            seconds = bench_server(root, hosts, args.builds, **keys).seconds
             rates[mode] = args.builds / seconds
         bare = args.builds / asyncio.run(bare_podman(image, args.builds, args.slots))
     print(f"isolation  {args.builds} no-op jobs, local host, {args.slots} slots")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.throughput import cpu_s  # noqa: E402
 from tests.support.config import make_config  # noqa: E402
 from tests.support.gitrepo import GitRepo  # noqa: E402
 from tests.support.server import TOKEN, ServerProcess  # noqa: E402
@@ -30,13 +30,6 @@ from tests.support.sshd import Sshd  # noqa: E402
 
 JOBS_PER_BUILD = 100  # a matrix of 100: the most one build may have
 IDLE_S = 10.0
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds the process and its reaped children used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / TICK  # utime stime cutime cstime
 
 
 def rss_mb(pid: int) -> tuple[float, float]:

@@ -86,7 +86,7 @@ def main() -> None:
         servers = [Sshd(root, f"host{i}").start() for i in range(HOSTS)]
         try:
             hosts = [s.host(f"h{i}", slots=SLOTS) for i, s in enumerate(servers)]
-            server_s, rss = bench_server(root / "server", hosts, args.builds)
+            run = bench_server(root / "server", hosts, args.builds)
             repo = GitRepo(root / "ref-repo")
             repo.commit("reference")
             configs = reference_hosts(root / "ref", servers)
@@ -97,8 +97,10 @@ def main() -> None:
             for s in servers:
                 s.stop()
     n = args.builds
+    server_s = run.seconds
     print(f"asyncci      {n} builds, {HOSTS} hosts x {SLOTS} slots: {server_s:6.1f} s "
-          f"({n / server_s:.0f}/s), server peak RSS {rss:.0f} MB")
+          f"({n / server_s:.0f}/s), server peak RSS {run.rss_mb:.0f} MB, "
+          f"CPU {run.cpu_s / n * 1000:.2f} ms per build")
     print(f"reference 1  {n} job.sh runs over asyncssh:        {jobs_s:6.1f} s ({n / jobs_s:.0f}/s)")
     print(f"reference 2  {n} bare `true` over asyncssh:        {floor_s:6.1f} s ({n / floor_s:.0f}/s)")
     print(f"asyncci / reference 1 = {server_s / jobs_s:.2f}x;  asyncci / reference 2 = "

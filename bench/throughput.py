@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 
@@ -47,6 +48,18 @@ async def run_builds(server: ServerProcess, sha: str, builds: int) -> float:
         return elapsed
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds the process and its reaped children (git) used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # u, s, cu, cs
+
+
+class Run(NamedTuple):
+    seconds: float
+    rss_mb: float  # the server's peak
+    cpu_s: float  # the server's, while the builds ran
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -55,8 +68,8 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def bench_server(root: Path, hosts: list[dict[str, Any]], builds: int,
-                 **repo_keys: Any) -> tuple[float, float]:
-    """(seconds, server peak RSS in MB) for `builds` no-op builds on `hosts`."""
+                 **repo_keys: Any) -> Run:
+    """`builds` no-op builds on `hosts`, end to end."""
     repo = GitRepo(root / "repo")
     sha = repo.commit("bench")
     config = make_config(root, [{"name": "bench", "url": str(repo.path), "script": "true",
@@ -68,8 +81,9 @@ def bench_server(root: Path, hosts: list[dict[str, Any]], builds: int,
         while any(h["state"] != "online" for h in server.get("/api/hosts")["hosts"]):
             assert time.monotonic() < deadline, "hosts did not come online"
             time.sleep(0.1)
+        before = cpu_s(server.proc.pid)
         seconds = asyncio.run(run_builds(server, sha, builds))
-        return seconds, peak_rss_mb(server.proc.pid)
+        return Run(seconds, peak_rss_mb(server.proc.pid), cpu_s(server.proc.pid) - before)
     finally:
         server.kill()
 
@@ -82,10 +96,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         hosts = [{"name": "local", "type": "local", "slots": args.slots,
                   "workdir": str(Path(tmp) / "work")}]
-        seconds, rss = bench_server(Path(tmp), hosts, args.builds)
+        run = bench_server(Path(tmp), hosts, args.builds)
     print(f"throughput  {args.builds} no-op builds, local host, {args.slots} slots: "
-          f"{seconds:.1f} s, {args.builds / seconds:.1f} builds/s end to end")
-    print(f"server peak RSS: {rss:.1f} MB")
+          f"{run.seconds:.1f} s, {args.builds / run.seconds:.1f} builds/s end to end")
+    print(f"server peak RSS: {run.rss_mb:.1f} MB, CPU {run.cpu_s / args.builds * 1000:.2f} ms"
+          " per build (a local host's jobs are its children: counted in)")
 
 
 if __name__ == "__main__":
