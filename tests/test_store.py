@@ -316,3 +316,20 @@ async def test_queued_jobs_left_with_a_pending_cancel_are_dropped_at_once(
             (JobState.CANCELLED, "cancelled by a user")] * 2
     finally:
         await store.close()
+
+
+async def test_a_list_may_read_the_jobs_of_some_states_alone(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db")
+    try:
+        failed = await store.enqueue_build(request(sha="a" * 40, key="a"), [SPEC])
+        queued = await store.enqueue_build(request(sha="b" * 40, key="b"), [SPEC])
+        job_id = failed.build.jobs[0].id
+        assert await store.claim_job(job_id, "h", 0) is not None
+        assert await store.finish_job(job_id, 1, JobState.FAILED, None, "timed out after 1m")
+        listed = await store.list_builds(jobs_of=(JobState.FAILED,))
+        assert [(b.id, b.state, len(b.jobs)) for b in listed] == [
+            (queued.build.id, JobState.QUEUED, 0), (failed.build.id, JobState.FAILED, 1)]
+        assert listed[1].jobs[0].reason == "timed out after 1m"
+        assert [len(b.jobs) for b in await store.list_builds()] == [1, 1]
+    finally:
+        await store.close()

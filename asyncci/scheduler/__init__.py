@@ -128,6 +128,10 @@ class Scheduler:
                            tuple(sorted(h.labels)), h.last_error, h.latency_ms, h.abilities)
                 for h in self.hosts.values()]
 
+    def running(self) -> list[int]:
+        """The jobs this scheduler runs (or reattaches to) now."""
+        return list(self._running)
+
     def waiting(self, offset: int = 0, limit: int | None = None) -> list[Waiting]:
         """A page of the queue in pick order, with each job's position and reason."""
         return self.queue.explain(self._views(), offset, limit)

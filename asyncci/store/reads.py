@@ -4,7 +4,7 @@ is one callable on the database thread, however many statements it takes."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -53,8 +53,10 @@ class Reads(Part):
         before: int | None = None,
         event: str | None = None,
         after: int | None = None,
+        jobs_of: Collection[JobState] | None = None,
     ) -> list[Build]:
-        """Builds newest first, with ids between `after` and `before` (both excluded)."""
+        """Builds newest first, with ids between `after` and `before` (both excluded); with
+        `jobs_of`, only those in these states have their jobs."""
         where: list[str] = ["1"]
         args: list[object] = []
         for column, value in (("repo", repo), ("state", state), ("ref", ref), ("event", event)):
@@ -67,7 +69,7 @@ class Reads(Part):
                 args.append(build_id)
         return await self._db.read(lambda sql: load_builds(sql, sql.all(
             f"SELECT * FROM builds WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
-            *args, limit)))
+            *args, limit), jobs_of))
 
     async def latest_per_ref(self, repo: str, limit: int = 50) -> list[Build]:
         """The newest build of each of a repo's refs, most recently built refs first."""

@@ -106,9 +106,12 @@ async def builds_page(request: web.Request, chosen: BuildFilter
     if chosen.combined:
         top = chosen.before if chosen.before is not None else await store.newest_build_id() + 1
         floor = max(0, top - SCAN - 1)
+    # A row shows no job, but words a failed build by its jobs ("timed out"): a list of
+    # big matrices reads the jobs of its failed builds alone.
     builds = await store.list_builds(
         repo=chosen.repo or None, state=chosen.state or None, ref=chosen.ref,
-        event=chosen.event or None, before=chosen.before, after=floor, limit=PAGE + 1)
+        event=chosen.event or None, before=chosen.before, after=floor, limit=PAGE + 1,
+        jobs_of=(JobState.FAILED,))
     scheduler, url = request.app[SCHEDULER], request.app[CONFIG].server.public_url
     shown = [build_json(b, scheduler, url) for b in builds[:PAGE]]
     if len(builds) > PAGE:

@@ -31,7 +31,7 @@ from .keys import CONFIG, PLANNER, SCHEDULER, STORE
 from .listing import STRIP, BuildFilter, builds_page, ref_label, strip
 from .logview import log_view
 from .params import error, parse_count, target_problem
-from .shapes import artifacts_json, build_json, host_json, tests_json
+from .shapes import artifacts_json, build_json, head_json, host_json, job_json, tests_json
 from .summary import build_summary, word
 from .testpage import tests_overview
 
@@ -96,10 +96,12 @@ def _error_text(e: web.HTTPException) -> str:
 
 
 async def running_jobs(request: web.Request) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    builds = await request.app[STORE].list_builds(state="running", limit=100)
-    scheduler, url = request.app[SCHEDULER], request.app[CONFIG].server.public_url
-    return [(b, j) for b in (build_json(b, scheduler, url) for b in builds)
-            for j in b["jobs"] if j["state"] == "running"]
+    """What runs now, oldest first: the scheduler's jobs alone, not whole builds (a matrix
+    of 100 jobs is not read for its few running)."""
+    scheduler = request.app[SCHEDULER]
+    active = await request.app[STORE].active_jobs(scheduler.running())
+    return [(head_json(a.build), job_json(a.build, a.job, scheduler)) for a in active
+            if a.job.state is JobState.RUNNING]
 
 
 @routes.get("/")

@@ -50,10 +50,15 @@ def job_json(build: BuildHead, job: Job, live: Live) -> dict[str, Any]:
     }
 
 
+def head_json(build: BuildHead) -> dict[str, Any]:
+    """What a job's row says of its build."""
+    return {"id": build.id, "repo": build.repo, "ref": build.ref, "branch": build.branch,
+            "sha": build.sha, "event": build.event, "pr": build.pr}
+
+
 def build_json(build: Build, live: Live, public_url: str) -> dict[str, Any]:
     return {
-        "id": build.id, "repo": build.repo, "ref": build.ref, "branch": build.branch,
-        "sha": build.sha, "event": build.event, "pr": build.pr, "message": build.message,
+        **head_json(build), "message": build.message,
         "author": build.author, "state": build.state, "error": shown(build.error),
         "untrusted": build.untrusted, "fork": build.fork, "approval": build.approval,
         "created_at": iso(build.created_at), "started_at": iso(build.started_at),
