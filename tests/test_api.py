@@ -116,7 +116,8 @@ async def test_queue_explains_every_wait(config_for: Callable[..., Path], tmp_pa
         assert all(j["repo"] == "demo" and j["waited_s"] >= 0 for j in queue)
         for build in builds:
             await api.call("POST", f"/api/builds/{build['id']}/cancel")
-        await until(lambda: server.scheduler.busy(server.scheduler.hosts["small"]) == 0, 20)
+        await until(lambda: [h.busy for h in server.scheduler.host_statuses()
+                             if h.name == "small"] == [0], 20)
 
 
 async def test_drained_host_takes_nothing_and_stays_drained(

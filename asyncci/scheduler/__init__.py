@@ -114,19 +114,15 @@ class Scheduler:
 
     # -- views for the API --------------------------------------------------------
 
-    def host_state(self, host: Host) -> HostState:
-        if host.name in self._drained and host.state is HostState.ONLINE:
-            return HostState.DRAINING
-        return host.state
-
-    def busy(self, host: Host) -> int:
-        return host.slots - len(self._free[host.name])
-
     def host_statuses(self) -> list[HostStatus]:
         """Every host as the web shows it, in the config's order."""
-        return [HostStatus(h.name, self.host_state(h), h.slots, self.busy(h),
-                           tuple(sorted(h.labels)), h.last_error, h.latency_ms, h.abilities)
-                for h in self.hosts.values()]
+        return [self._status(h) for h in self.hosts.values()]
+
+    def _status(self, host: Host) -> HostStatus:
+        drained = host.name in self._drained and host.state is HostState.ONLINE
+        return HostStatus(host.name, HostState.DRAINING if drained else host.state, host.slots,
+                          host.slots - len(self._free[host.name]), tuple(sorted(host.labels)),
+                          host.last_error, host.latency_ms, host.abilities)
 
     def running(self) -> list[int]:
         """The jobs this scheduler runs (or reattaches to) now."""
