@@ -166,6 +166,39 @@ echo done"""
             sshd.stop()
 
 
+@pytest.mark.parametrize("fork", [True, False])
+async def test_a_jobs_variables_never_change_what_runs_it(
+    tmp_path: Path, repo: GitRepo, fork: bool
+) -> None:
+    """A pipeline names its variables as it likes, as the wrapper's own names too
+    (`jail`, `script`) or a `PATH` that looks in the workspace first: none of them reaches
+    the program that confines the job or changes what runs, for a fork's confined job
+    and a trusted unconfined one alike."""
+    mark = Path(f"/var/tmp/asyncci-escape-{os.getpid()}-{fork}")
+    escape = repo.path / "escape"
+    escape.write_text(f"#!/bin/sh\ntouch {mark}\n")
+    escape.chmod(0o755)
+    (repo.path / "bash").write_text(f"touch {mark}\n")
+    keys = 'env = { jail = "./escape", script = "bash", names = "n", PATH = ".:/usr/bin:/bin" }'
+    shown = 'echo "jail=$jail script=$script names=$names path=$PATH"'
+    try:
+        async with serving(tmp_path, repo, shown, local(tmp_path)) as (_, api, _):
+            if fork:
+                sha = fork_commit(repo, 9, shown, keys)
+                build = await api.build((await open_pr(api, 9, sha))["id"], timeout=60)
+            else:
+                repo.commit("variables", {".asyncci.toml": (
+                    f'[[jobs]]\nname = "test"\nscript = \'{shown}\'\n{keys}\n')})
+                build = await api.build((await manual(api, ref="main"))["id"])
+            text = await log_of(api, build)
+        assert build["state"] == "passed", text
+        assert build["untrusted"] is fork
+        assert "jail=./escape script=bash names=n path=.:/usr/bin:/bin" in text, text
+        assert not mark.exists()
+    finally:
+        mark.unlink(missing_ok=True)
+
+
 async def test_a_trusted_job_never_reads_the_servers_environment(
     tmp_path: Path, repo: GitRepo
 ) -> None:

@@ -115,7 +115,10 @@ supervise() {
 launch() {
 	# The script's process. Its environment holds only what a job is given: nothing the
 	# host's own held (a local host's is the server's, tokens and all) reaches it. The
-	# job's variables come from memory: no file ever holds them.
+	# job's variables come from memory (no file holds them) in one variable, AC_VARS, that
+	# a shell of their own sets, in the jail when there is one: none of them (PATH,
+	# LD_PRELOAD, CONTAINERS_CONF, a name this shell uses) reaches the program that
+	# confines the job or changes what it runs.
 	local -a names functions
 	local user='\u' # a prompt's escape: the user's name without `id -un`
 	compgen -e >"$AC_DIR/exported" && mapfile -t names <"$AC_DIR/exported" &&
@@ -124,11 +127,10 @@ launch() {
 	((!${#names[@]})) || export -n "${names[@]}" 2>/dev/null
 	export -nf "${functions[@]}"
 	export PATH HOME USER="${USER:-${user@P}}" LANG="${LANG:-C.UTF-8}" \
-		SHELL="${SHELL:-/bin/bash}" TERM=dumb
-	set -a
-	eval "$AC_ENV"
-	set +a
-	exec "${jail[@]}" bash -eo pipefail "$script"
+		SHELL="${SHELL:-/bin/bash}" TERM=dumb AC_VARS=$AC_ENV
+	# shellcheck disable=SC2016 # expanded by that shell
+	exec "${jail[@]}" bash -c 'set -- "$BASH" -eo pipefail "$0"
+		set -a; eval "$AC_VARS"; set +a; unset AC_VARS; exec "$@"' "$script"
 }
 
 confine() {
@@ -142,7 +144,7 @@ confine() {
 	if [ "$AC_CONFINE" = container ]; then
 		# Names only: the engine takes each value from its own environment, so a value
 		# may hold anything, a newline too, and none is written to a file.
-		printf '%s\n' "$AC_ENV_NAMES" TERM LANG >"$AC_DIR/env.names"
+		printf '%s\n' AC_VARS TERM LANG >"$AC_DIR/env.names"
 		script=/.asyncci-script
 		jail=("${engine[@]}" run --rm --init --name "asyncci-$AC_JOB" "${options[@]}"
 			--env-file "$AC_DIR/env.names" -v "$AC_WS:$AC_WS" -w "$AC_WS"

@@ -101,7 +101,6 @@ class Wrapper:
             "AC_ENGINE_OPTIONS": "\n".join(host.container_options),
             "AC_DEVICES": "\n".join(d.replace("{slot}", slot) for d in host.slot_devices),
             "AC_HIDE": "\n".join(host.hidden),
-            "AC_ENV_NAMES": "\n".join(run.env) if start else "",
             "AC_JOB": run.dirname,
             "AC_URL": run.url,
             "AC_SHA": run.sha,
