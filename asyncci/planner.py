@@ -190,10 +190,9 @@ class Planner:
         try:
             if branch is not None and _builds(repo, branch) and await mirror.resolve(ref) == sha:
                 return False
-            # Trusted on the mirror as of its last fetch, as the ref is above: only a commit
-            # it does not show on a built branch is worth fetching every branch for.
-            if await mirror.has(sha) and await self._on_built_branch(repo, sha):
-                return False
+            # A bare sha is judged on the branches as they are now: the mirror's may be
+            # long stale (a webhook-only repo fetches what it lacks, not what moved), and a
+            # commit force-pushed away must not stay trusted.
             await mirror.fetch()
             return not await self._on_built_branch(repo, sha)
         except GitError as e:

@@ -188,3 +188,13 @@ async def test_a_schedule_builds_each_slot_once(tmp_path: Path, repo: GitRepo) -
         assert await p.planner.last_cron(p.repo) == slot
         await p.planner.manual(p.repo, None, None)  # other builds are no slot
         assert await p.planner.last_cron(p.repo) == slot
+
+
+async def test_a_sha_force_pushed_off_every_branch_is_untrusted(
+        tmp_path: Path, repo: GitRepo) -> None:
+    async with planning(tmp_path, repo) as p:
+        gone = repo.commit("pushed, then force-pushed away")
+        assert not (await p.planner.manual(p.repo, "main", None)).untrusted  # the mirror saw it
+        repo.git("reset", "-q", "--hard", "HEAD~1")
+        assert (await p.planner.manual(p.repo, None, gone)).untrusted
+        assert not (await p.planner.manual(p.repo, None, repo.head())).untrusted
