@@ -21,7 +21,7 @@ from typing import Any
 from .config import RepoConfig
 from .config.checks import (
     ConfigError, Reader, Table, array, boolean, check, env_table, image, isolation, label_names,
-    nonempty, parse_duration, show, subkey,
+    nonempty, parse_duration, refuse_nul, show, subkey,
 )
 from .mirror import Mirror
 from .model import JobSpec
@@ -112,6 +112,7 @@ def load_pipeline(text: str, path: str) -> tuple[PipelineJob, ...]:
         raise ConfigError([f"{path}: invalid TOML: {e}"]) from None
     except RecursionError:  # the file is the repo's, so anyone's: `x = [[[[…` 500 deep
         raise ConfigError([f"{path}: invalid TOML: nested too deeply"]) from None
+    refuse_nul(reader, data)
     top = Table(reader, data, "", ("jobs",))
     jobs = top.get("jobs", (), lambda v: array(reader, v, "jobs", JOB_KEYS, _pipeline_job))
     top.done()

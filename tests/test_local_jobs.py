@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from asyncci.config import load_config
+from asyncci.hosts.base import JobRun
+from asyncci.hosts.wrapper import Wrapper
 from asyncci.server import make_host
+from tests.support.config import make_config
 from tests.support.gitrepo import GitRepo
 from tests.support.server import api_for, running_server
 from tests.support.wait import until
@@ -188,3 +191,13 @@ async def test_a_slots_workspace_is_as_fresh_as_a_new_checkout_whatever_a_job_le
     inodes = [inode for _, inode in seen]
     assert inodes[0] == inodes[1] == inodes[2]  # rounds 0 and 1 left nothing: no checkout
     assert inodes[3] != inodes[2] and not mark.exists()
+
+
+def test_a_nul_never_reaches_the_wrapper(tmp_path: Path) -> None:
+    """bash's `read` drops it and waits for one byte more: the job would never start. A
+    secret read from a file may hold one; the config and pipeline files refuse it."""
+    host = load_config(make_config(tmp_path, [{"name": "demo", "url": "u", "script": "x"}])
+                       ).hosts[0]
+    run = JobRun(1, 1, "demo", "u", "a" * 40, "refs/heads/main", 0, "make", {"S": "a\0b"})
+    with pytest.raises(ValueError, match="NUL"):
+        Wrapper(host, str(tmp_path), 1.0).input("start", run)

@@ -22,7 +22,7 @@ from typing import Any
 from .checks import (
     ENV_NAME_RE, ConfigError, Reader, Table, array, boolean, check, env_table, http_url, image,
     isolation, label_names, nonempty, nonnegative_int, parse_duration, parse_size, positive_int,
-    show, string, strings, subkey,
+    refuse_nul, show, string, strings, subkey,
 )
 
 NAME_RE = re.compile(r"[a-zA-Z0-9._-]+")
@@ -203,6 +203,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError([f"{path}: invalid TOML: {e}"]) from None
+    refuse_nul(reader, data)
     top = Table(reader, data, "", KEYS)
     server = _server(reader, top.get("server", {}, lambda v: v))
     web = _web(reader, top.get("web", {}, lambda v: v))

@@ -155,6 +155,22 @@ class Table:
                 self.error(name, "unknown key")
 
 
+def refuse_nul(reader: Reader, data: dict[str, Any]) -> None:
+    """Every string of a parsed file, keys too, checked for NUL, which TOML's `\u0000`
+    allows: a job's script or env holding one would hang its wrapper, which bash reads.
+    A walk without recursion: a repo's file may nest as deep as the parser goes."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        key, value = stack.pop()
+        items = value.items() if isinstance(value, dict) else enumerate(value) \
+            if isinstance(value, list) else ()
+        for name, item in items:
+            where = subkey(key, name) if isinstance(name, str) else f"{key}[{name}]"
+            if "\0" in str(name) or isinstance(item, str) and "\0" in item:
+                reader.error(where, "must not hold a NUL character")
+            stack.append((where, item))
+
+
 def array(reader: Reader, value: Any, key: str, keys: Collection[str],
           read: Callable[[Table], T]) -> tuple[T, ...]:
     """An array of tables (`[[key]]`), each read by `read`; their names must differ."""

@@ -113,6 +113,8 @@ class Wrapper:
             "AC_JUNIT": "\n".join(run.junit) if collect else "",
             "AC_CAP": str(run.artifact_cap),
         }
+        if any("\0" in v for v in values.values()):  # bash's `read` drops it, then waits
+            raise ValueError("a NUL character cannot reach a job (its script, env or secrets)")
         preamble = "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
         return (preamble + WRAPPER).encode()
 
