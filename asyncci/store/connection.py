@@ -9,6 +9,7 @@ rolled back whole if any statement fails.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -74,11 +75,18 @@ class Database:
         return await self._run(lambda conn: fn(Sql(conn)))
 
     async def write(self, fn: Callable[[Sql], T]) -> T:
-        """`fn`'s statements in one transaction, committed before this returns."""
-        sql, result = await self._run(lambda conn: _transaction(conn, fn))
-        if sql.outbox_added and self._on_outbox is not None:
-            self._on_outbox()
-        return result
+        """`fn`'s statements in one transaction, committed before this returns. The hook
+        is called from the database thread: a caller cancelled meanwhile still wakes the
+        reporter for the rows its transaction committed."""
+        loop, hook = asyncio.get_running_loop(), self._on_outbox
+
+        def transaction(conn: sqlite3.Connection) -> T:
+            sql, result = _transaction(conn, fn)
+            if sql.outbox_added and hook is not None:
+                loop.call_soon_threadsafe(hook)
+            return result
+
+        return await self._run(transaction)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         # aiosqlite has no public way to run a callable on its thread; `_execute` (the
