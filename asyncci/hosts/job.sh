@@ -230,9 +230,9 @@ kill_job() {
 	mkdir -p -- "$AC_DIR" && : >"$AC_DIR/cancel" || exit 3
 	[ -s "$AC_DIR/job.pid" ] || exit 0
 	read -r pid <"$AC_DIR/job.pid"
-	# A script not yet in a group of its own is told alone (the supervisor, which waits
-	# for it, stops the group it then makes).
-	kill -0 -- "-$pid" 2>/dev/null || { kill -TERM "$pid" 2>/dev/null; exit 0; }
+	# The script's group exists from its fork (job control): one that is gone has nothing
+	# left to stop, and its pid may be someone else's by now.
+	kill -0 -- "-$pid" 2>/dev/null || exit 0
 	if [ "$AC_MODE" = kill ]; then
 		# In a process of its own: nobody waits for the grace period, and the SIGKILL
 		# comes even if the connection or the server goes away meanwhile.
