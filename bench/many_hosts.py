@@ -92,7 +92,7 @@ async def measure(server: ServerProcess, hosts: list[str], builds: int, sha: str
                 assert r.status == 200, await r.text()
         started = time.monotonic()
         for _ in range(builds):
-            async with http.post("/api/repos/bench/builds", json={"sha": sha}) as r:
+            async with http.post("/api/repos/bench/builds", json={"ref": "main", "sha": sha}) as r:
                 assert r.status == 201, await r.text()
         jobs = await queued(http)
         print(f"enqueued {builds} builds, {jobs} jobs, in {time.monotonic() - started:.1f} s")

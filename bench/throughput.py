@@ -1,6 +1,8 @@
 """500 no-op builds on a local host with 4 slots, end to end (enqueue → passed).
 
-Prints builds per second and the server's peak RSS. Run from the repository root:
+Each is asked for as a push names it, by branch and sha (a bare sha costs a fetch of every
+branch first, to judge its trust: bench/enqueue.py measures asking). Prints builds per
+second, the server's peak RSS and its CPU per build. Run from the repository root:
     .venv/bin/python bench/throughput.py [--builds 500] [--slots 4]
 """
 
@@ -30,7 +32,7 @@ async def run_builds(server: ServerProcess, sha: str, builds: int) -> float:
     async with aiohttp.ClientSession(server.url, headers=headers) as http:
         started = time.monotonic()
         for _ in range(builds):
-            async with http.post("/api/repos/bench/builds", json={"sha": sha}) as r:
+            async with http.post("/api/repos/bench/builds", json={"ref": "main", "sha": sha}) as r:
                 assert r.status == 201, await r.text()
         print(f"enqueued {builds} builds over the API in {time.monotonic() - started:.1f} s")
         while True:
