@@ -255,8 +255,12 @@ def test_tokens_come_from_the_environment(tmp_path: Path) -> None:
      ':hosts[0].container_command: must be a non-empty list of strings, like ["podman"]'),
     ('[[hosts]]\nname = "h"\nuntrusted = 0\n' + REPO,
      ":hosts[0].untrusted: must be true or false, got 0"),
-    # a NUL would hang the wrapper that bash reads
+    # a NUL would hang the wrapper that bash reads; names bash or the wrapper keep
     (REPO + 'env = { X = "a\\u0000b" }\n', ":repos[0].env.X: must not hold a NUL character"),
+    (REPO + 'env = { SHELLOPTS = "x" }\n',
+     ":repos[0].env.SHELLOPTS: is a name bash or asyncci keeps for itself"),
+    (REPO + 'secrets = { AC_V_X = { env = "SHORT" } }\n',
+     ":repos[0].secrets.AC_V_X: is a name bash or asyncci keeps for itself"),
 ])
 def test_each_error_names_its_key(tmp_path: Path, text: str, expected: str) -> None:
     (tmp_path / "binary").write_bytes(b"\xff\xfe secret")

@@ -201,3 +201,14 @@ def test_a_nul_never_reaches_the_wrapper(tmp_path: Path) -> None:
     run = JobRun(1, 1, "demo", "u", "a" * 40, "refs/heads/main", 0, "make", {"S": "a\0b"})
     with pytest.raises(ValueError, match="NUL"):
         Wrapper(host, str(tmp_path), 1.0).input("start", run)
+
+
+async def test_a_jobs_variables_each_may_be_long(config_for: Callable[..., Path]) -> None:
+    """Each is an environment string of its own: together they pass the 128 KiB one
+    string may hold (a few certificates would)."""
+    big = {f"CERT_{i}": str(i) * 60_000 for i in range(3)}
+    script = 'echo "lengths ${#CERT_0} ${#CERT_1} ${#CERT_2}"'
+    async with running_server(config_for(script, env=big)) as server, api_for(server) as api:
+        build = await api.build((await api.call("POST", "/api/repos/demo/builds", {}))[1]["id"])
+        log = (await api.call("GET", f"/api/jobs/{build['jobs'][0]['id']}/log"))[1].decode()
+    assert build["state"] == "passed" and "lengths 60000 60000 60000" in log, log

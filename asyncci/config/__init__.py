@@ -20,9 +20,9 @@ from types import MappingProxyType
 from typing import Any
 
 from .checks import (
-    ENV_NAME_RE, ConfigError, Reader, Table, array, boolean, check, env_table, http_url, image,
-    isolation, label_names, nonempty, nonnegative_int, parse_duration, parse_size, positive_int,
-    refuse_nul, show, string, strings, subkey,
+    ConfigError, Reader, Table, array, boolean, check, env_name_problem, env_table, http_url,
+    image, isolation, label_names, nonempty, nonnegative_int, parse_duration, parse_size,
+    positive_int, refuse_nul, show, string, strings, subkey,
 )
 
 NAME_RE = re.compile(r"[a-zA-Z0-9._-]+")
@@ -358,8 +358,8 @@ def _secrets(reader: Reader, key: str, value: Any) -> tuple[Secret, ...]:
     secrets = []
     for name, source in value.items():
         where = subkey(key, name)
-        if not ENV_NAME_RE.fullmatch(name):
-            reader.error(where, "is not a valid environment variable name")
+        if problem := env_name_problem(name):
+            reader.error(where, problem)
         elif (not isinstance(source, dict) or len(source) != 1
               or not all(isinstance(v, str) and v for v in source.values())
               or not source.keys() <= {"env", "file"}):

@@ -17,6 +17,10 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What bash will not set (a job's variables are set by bash), and the prefix under which
+# the wrapper carries them (hosts/job.sh's `launch`).
+UNSETTABLE = {"BASHOPTS", "BASH_VERSINFO", "EUID", "PPID", "SHELLOPTS", "UID"}
+JOB_VAR_PREFIX = "AC_V_"
 RESERVED_LABEL = "asyncci:"  # what hosts earn by probing (SPEC §5a routing), never configured
 MAX_DURATION = 1000 * 365 * 86400  # longer overflows datetime arithmetic (year 1..9999)
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
@@ -228,14 +232,23 @@ def label_names(value: Any) -> tuple[str, ...]:
     return labels
 
 
+def env_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a job's environment variable, or None."""
+    if not ENV_NAME_RE.fullmatch(name):
+        return "is not a valid environment variable name"
+    if name in UNSETTABLE or name.startswith(JOB_VAR_PREFIX):
+        return "is a name bash or asyncci keeps for itself"
+    return None
+
+
 def env_table(reader: Reader, key: str, value: Any) -> Mapping[str, str]:
     """An `env` table: variable names to strings."""
     if not isinstance(value, dict):
         raise ValueError(f"must be a table of strings, got {show(value)}")
     env = {}
     for name, text in value.items():
-        if not ENV_NAME_RE.fullmatch(name):
-            reader.error(subkey(key, name), "is not a valid environment variable name")
+        if problem := env_name_problem(name):
+            reader.error(subkey(key, name), problem)
         elif not isinstance(text, str):
             reader.error(subkey(key, name), f"must be a string, got {show(text)}")
         else:

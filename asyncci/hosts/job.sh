@@ -115,9 +115,9 @@ supervise() {
 launch() {
 	# The script's process. Its environment holds only what a job is given: nothing the
 	# host's own held (a local host's is the server's, tokens and all) reaches it. The
-	# job's variables come from memory (no file holds them) in one variable, AC_VARS, that
-	# a shell of their own sets, in the jail when there is one: none of them (PATH,
-	# LD_PRELOAD, CONTAINERS_CONF, a name this shell uses) reaches the program that
+	# job's variables come from memory (no file holds them), each as AC_V_NAME, and a
+	# shell of their own names them NAME, in the jail when there is one: none of them
+	# (PATH, LD_PRELOAD, CONTAINERS_CONF, a name this shell uses) reaches the program that
 	# confines the job or changes what it runs.
 	local -a names functions
 	local user='\u' # a prompt's escape: the user's name without `id -un`
@@ -127,10 +127,11 @@ launch() {
 	((!${#names[@]})) || export -n "${names[@]}" 2>/dev/null
 	export -nf "${functions[@]}"
 	export PATH HOME USER="${USER:-${user@P}}" LANG="${LANG:-C.UTF-8}" \
-		SHELL="${SHELL:-/bin/bash}" TERM=dumb AC_VARS=$AC_ENV
+		SHELL="${SHELL:-/bin/bash}" TERM=dumb "${!AC_V_@}"
 	# shellcheck disable=SC2016 # expanded by that shell
 	exec "${jail[@]}" bash -c 'set -- "$BASH" -eo pipefail "$0"
-		set -a; eval "$AC_VARS"; set +a; unset AC_VARS; exec "$@"' "$script"
+		for AC_V_ in "${!AC_V_@}"; do export "${AC_V_#AC_V_}=${!AC_V_}"; unset "$AC_V_"; done
+		unset AC_V_; exec "$@"' "$script"
 }
 
 confine() {
@@ -144,7 +145,7 @@ confine() {
 	if [ "$AC_CONFINE" = container ]; then
 		# Names only: the engine takes each value from its own environment, so a value
 		# may hold anything, a newline too, and none is written to a file.
-		printf '%s\n' AC_VARS TERM LANG >"$AC_DIR/env.names"
+		printf '%s\n' "${!AC_V_@}" TERM LANG >"$AC_DIR/env.names"
 		script=/.asyncci-script
 		jail=("${engine[@]}" run --rm --init --name "asyncci-$AC_JOB" "${options[@]}"
 			--env-file "$AC_DIR/env.names" -v "$AC_WS:$AC_WS" -w "$AC_WS"

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-from collections.abc import Mapping
 from importlib.resources import files
 from typing import Protocol
 
 from ..config import HostConfig
+from ..config.checks import JOB_VAR_PREFIX
 from ..logs.joblog import JobLog
 from ..model import Capability
 from .base import NO_RUN, HostLost, JobRun, Outcome
@@ -108,10 +108,12 @@ class Wrapper:
             "AC_OFFSET": str(offset),
             "AC_GRACE": str(round(self._grace * 10)),  # tenths: bash counts in integers
             "AC_SCRIPT": run.script if start else "",
-            "AC_ENV": env_file(run.env) if start else "",
             "AC_ARTIFACTS": "\n".join(run.artifacts) if collect else "",
             "AC_JUNIT": "\n".join(run.junit) if collect else "",
             "AC_CAP": str(run.artifact_cap),
+            # Each of the job's variables on its own: one environment string holds at most
+            # 128 KiB (a certificate or two in one would not fit).
+            **({JOB_VAR_PREFIX + k: v for k, v in run.env.items()} if start else {}),
         }
         if any("\0" in v for v in values.values()):  # bash's `read` drops it, then waits
             raise ValueError("a NUL character cannot reach a job (its script, env or secrets)")
@@ -136,10 +138,6 @@ def capabilities(config: HostConfig, probed: str | None) -> tuple[frozenset[str]
     if not config.untrusted:
         words += "; untrusted builds: never"
     return frozenset(str(label) for label, ok in labels.items() if ok), words
-
-
-def env_file(env: Mapping[str, str]) -> str:
-    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
 
 
 class Reader(Protocol):
