@@ -10,6 +10,7 @@ rolled back whole if any statement fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -83,7 +84,8 @@ class Database:
         def transaction(conn: sqlite3.Connection) -> T:
             sql, result = _transaction(conn, fn)
             if sql.outbox_added and hook is not None:
-                loop.call_soon_threadsafe(hook)
+                with contextlib.suppress(RuntimeError):  # a loop closed meanwhile: no reporter
+                    loop.call_soon_threadsafe(hook)
             return result
 
         return await self._run(transaction)
