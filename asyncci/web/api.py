@@ -7,6 +7,7 @@ shaped in shapes.py; a job's log is served by streams.py.
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import PurePosixPath
 
 from aiohttp import web
@@ -20,7 +21,7 @@ from .auth import require_token
 from .keys import ARTIFACTS, CONFIG, PLANNER, SCHEDULER, STORE
 from .params import error, json_body, query_count, target_problem
 from .shapes import artifacts_json, build_json, host_json, job_json, repo_json, tests_json
-from .streams import reader_may_leave
+from .streams import send
 
 routes = web.RouteTableDef()
 # Artifacts shown in the browser rather than downloaded: plain text only, never HTML.
@@ -140,7 +141,7 @@ async def artifact(request: web.Request) -> web.StreamResponse:
         file = request.app[ARTIFACTS].open(job.id, path)
     except OSError:
         raise error(web.HTTPGone, f"artifact {path!r} of job {job.id} is no longer kept") from None
-    with file, reader_may_leave(f"artifact {path!r} of job {job.id}"):
+    with file:
         text = PurePosixPath(path).suffix in TEXT_SUFFIXES
         response = web.StreamResponse(headers={
             "Content-Type": "text/plain; charset=utf-8" if text else "application/octet-stream",
@@ -148,11 +149,8 @@ async def artifact(request: web.Request) -> web.StreamResponse:
             "Content-Security-Policy": "sandbox",
         })
         response.content_length = os.fstat(file.fileno()).st_size
-        await response.prepare(request)
-        while chunk := file.read(ARTIFACT_CHUNK):
-            await response.write(chunk)
-        await response.write_eof()
-    return response
+        return await send(request, response, iter(partial(file.read, ARTIFACT_CHUNK), b""),
+                          f"artifact {path!r} of job {job.id}")
 
 
 @routes.get("/api/jobs/{id}/tests")

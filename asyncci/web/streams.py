@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from typing import Any
 
@@ -43,6 +43,17 @@ def reader_may_leave(what: str) -> Iterator[None]:
         log.debug("%s: the reader went away", what)
 
 
+async def send(request: web.Request, response: web.StreamResponse, chunks: Iterable[bytes],
+               what: str) -> web.StreamResponse:
+    """Answer with `chunks`, each written as it comes: a log or a file however long."""
+    with reader_may_leave(what):
+        await response.prepare(request)
+        for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
+    return response
+
+
 def utf8_boundary(data: bytes) -> int:
     """Where the last complete UTF-8 character of `data` ends, so no event splits one."""
     for back in range(1, min(4, len(data)) + 1):
@@ -70,15 +81,11 @@ async def job_log(request: web.Request) -> web.StreamResponse:
     response.content_type, response.charset = "text/plain", "utf-8"
     if job.state.finished:  # a running job's log may shrink meanwhile (a middle cut)
         response.content_length = end - offset
-    await response.prepare(request)
     if request.method == "HEAD":  # the headers alone: aiohttp sends what is written
+        await response.prepare(request)
         return response
-    chunks = closing(logs.chunks(job.id, offset, end))
-    with reader_may_leave(f"log of job {job.id}"), chunks as pieces:
-        for chunk in pieces:
-            await response.write(chunk)
-        await response.write_eof()
-    return response
+    with closing(logs.chunks(job.id, offset, end)) as pieces:
+        return await send(request, response, pieces, f"log of job {job.id}")
 
 
 # -- Server-Sent Events ------------------------------------------------------------------
