@@ -69,10 +69,13 @@ class _Repo:
     running: int = 0
     pass_: float = 0.0
     last_pick: int = -1  # when it last started a job, counted in picks
-    queued: int = 0
     rank: tuple[float, float, int] = (0.0, 0.0, -1)  # lower goes first
     lanes: dict[frozenset[str], _Lane] = field(default_factory=dict)  # by label set
     order: list[_Entry] = field(default_factory=list)  # every queued job, sorted
+
+    @property
+    def queued(self) -> int:
+        return len(self.order)
 
     @property
     def capped(self) -> bool:
@@ -117,7 +120,6 @@ class FairQueue:
         insort(repo.order, entry)
         self._jobs[job.job_id] = job
         self._entries[job.job_id] = entry
-        repo.queued += 1
         self._update(repo)
 
     def remove(self, job_id: int) -> bool:
@@ -175,7 +177,6 @@ class FairQueue:
 
     def _dequeued(self, repo: _Repo, entry: _Entry) -> None:
         del repo.order[bisect_left(repo.order, entry)]
-        repo.queued -= 1
         if not repo.queued:
             repo.lanes.clear()  # only dead entries are left: drop them at once
         self._update(repo)
