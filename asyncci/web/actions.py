@@ -10,9 +10,10 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from ..config import RepoConfig
 from ..model import Build, HostStatus, Job, utcnow
 from ..planner import PlanError
-from .keys import PLANNER, SCHEDULER, STORE
+from .keys import CONFIG, PLANNER, SCHEDULER, STORE
 from .params import error, path_id
 from .shapes import queued_json
 
@@ -38,6 +39,14 @@ async def _load(request: web.Request, what: str, get: Callable[[int], Awaitable[
     if (found := await get(found_id)) is None:
         raise error(web.HTTPNotFound, f"no {what} {found_id}")
     return found
+
+
+def load_repo(request: web.Request) -> RepoConfig:
+    name = request.match_info["repo"]
+    repo = request.app[CONFIG].repo(name)
+    if repo is None:
+        raise error(web.HTTPNotFound, f"no repo {name!r}")
+    return repo
 
 
 def load_host(request: web.Request) -> HostStatus:

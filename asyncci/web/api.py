@@ -16,7 +16,7 @@ from ..model import Build, Event, JobState
 from ..planner import PlanError
 from ..refs import full_ref
 from .actions import (QUEUE_MAX_OFFSET, QUEUE_PAGE, QUEUE_PAGE_MAX, approve_build, load_build,
-                      load_host, load_job, rebuild_build, waiting_jobs)
+                      load_host, load_job, load_repo, rebuild_build, waiting_jobs)
 from .auth import require_token
 from .keys import ARTIFACTS, CONFIG, PLANNER, SCHEDULER, STORE
 from .params import error, json_body, query_count, target_problem
@@ -96,9 +96,7 @@ async def rebuild(request: web.Request) -> web.Response:
 @routes.post("/api/repos/{repo}/builds")
 async def create_build(request: web.Request) -> web.Response:
     require_token(request)
-    repo = request.app[CONFIG].repo(request.match_info["repo"])
-    if repo is None:
-        raise error(web.HTTPNotFound, f"no repo {request.match_info['repo']!r}")
+    repo = load_repo(request)
     body = await json_body(request)
     ref, sha = body.get("ref"), body.get("sha")
     for name, value in (("ref", ref), ("sha", sha)):
@@ -205,9 +203,6 @@ async def repos(request: web.Request) -> web.Response:
 
 @routes.get("/api/repos/{repo}")
 async def repo(request: web.Request) -> web.Response:
-    name = request.match_info["repo"]
-    found = request.app[CONFIG].repo(name)
-    if found is None:
-        raise error(web.HTTPNotFound, f"no repo {name!r}")
-    status = await request.app[STORE].repo_status(name)
+    found = load_repo(request)
+    status = await request.app[STORE].repo_status(found.name)
     return web.json_response(repo_json(found, status))

@@ -24,6 +24,7 @@ from ..config import RepoConfig
 from ..model import Event
 from ..planner import PlanError
 from ..refs import Commit, branch_matches, branch_of, branch_ref, pull_ref
+from .actions import load_repo
 from .auth import require_token
 from .keys import BACKGROUND, CONFIG, PLANNER, POKE, SCHEDULER, WEBHOOK_READS
 from .params import error
@@ -164,8 +165,6 @@ async def act(app: web.Application, repo: RepoConfig, wanted: Push | PullRequest
 @routes.post("/hooks/poke/{repo}")
 async def poke(request: web.Request) -> web.Response:
     require_token(request)
-    name = request.match_info["repo"]
-    if request.app[CONFIG].repo(name) is None:
-        raise error(web.HTTPNotFound, f"no repo {name!r}")
+    name = load_repo(request).name
     request.app[POKE](name)
     return web.json_response({"poked": name}, status=202)

@@ -15,8 +15,8 @@ from prometheus_client.registry import Collector
 
 from ..model import JobState
 from ..refs import branch_ref
-from .params import error
-from .keys import CONFIG, SCHEDULER, STORE
+from .actions import load_repo
+from .keys import SCHEDULER, STORE
 
 routes = web.RouteTableDef()
 BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0)
@@ -77,9 +77,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 @routes.get("/badge/{repo}.svg")
 async def badge(request: web.Request) -> web.Response:
-    name = request.match_info["repo"]
-    if request.app[CONFIG].repo(name) is None:
-        raise error(web.HTTPNotFound, f"no repo {name!r}")
+    name = load_repo(request).name
     branch = request.query.get("branch")
     state = await request.app[STORE].latest_finished_state(
         name, branch_ref(branch) if branch else None)

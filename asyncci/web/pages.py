@@ -23,7 +23,7 @@ from ..model import Event, JobState, iso, redact_url
 from ..planner import PlanError, Planner
 from ..refs import branch_of, branch_ref
 from .actions import (QUEUE_MAX_OFFSET, QUEUE_PAGE, approve_build, load_build, load_host,
-                      rebuild_build, waiting_jobs)
+                      load_repo, rebuild_build, waiting_jobs)
 from .auth import (COOKIE, SESSION_S, attempted, check_form, csrf_token, end_session, has_session,
                    may_read, start_session, throttled, token_matches)
 from .durations import ago, duration, span
@@ -134,15 +134,7 @@ async def hosts_page(request: web.Request) -> web.Response:
 
 @routes.get("/repos/{repo}")
 async def repo_page(request: web.Request) -> web.Response:
-    return await repo_view(request, _repo(request))
-
-
-def _repo(request: web.Request) -> RepoConfig:
-    name = request.match_info["repo"]
-    repo = request.app[CONFIG].repo(name)
-    if repo is None:
-        raise error(web.HTTPNotFound, f"no repo {name!r}")
-    return repo
+    return await repo_view(request, load_repo(request))
 
 
 def _default_ref(repo: RepoConfig) -> str | None:
@@ -209,7 +201,7 @@ async def build_page(request: web.Request) -> web.Response:
 async def tests_page(request: web.Request) -> web.Response:
     """The repo's failing, new, flaky and slowest tests; with `?job=NAME&test=NAME`, one
     test's outcomes across the repo's builds of that job."""
-    repo = _repo(request)
+    repo = load_repo(request)
     job, test = request.query.get("job", ""), request.query.get("test", "")
     if not job and not test:
         overview = await tests_overview(request.app[STORE], repo.name, _default_ref(repo))
@@ -322,7 +314,7 @@ async def trigger_form(request: web.Request) -> web.Response:
     """A build of the branch asked for; a branch that cannot be built shows the repo's
     page again, the form holding what was typed and the reason beside it."""
     form = await _form(request)
-    repo = _repo(request)
+    repo = load_repo(request)
     ref = form.get("ref") or None
     try:
         if problem := target_problem(ref, None):
