@@ -77,7 +77,7 @@ class Scheduler:
         """The planner's callback: queue the new build's jobs, drop superseded ones."""
         for job in result.build.jobs:
             if job.state is JobState.QUEUED:
-                self._push(job.id, result.build, job)
+                self._push(result.build, job)
         self._cancelled((result.cancelled, result.stopping), "superseded by a newer build")
         self.wake()
 
@@ -88,7 +88,7 @@ class Scheduler:
             return False
         for job in build.jobs:
             if job.state is JobState.QUEUED and self.queue.remove(job.id):
-                self._push(job.id, build, job)
+                self._push(build, job)
         log.info("build %d approved", build_id)
         self.wake()
         return True
@@ -172,7 +172,7 @@ class Scheduler:
         for active in await self._store.active_jobs():
             job, build = active.job, active.build
             if job.state is JobState.QUEUED:  # its status was told before the restart
-                self._push(job.id, build, job, tell=False)
+                self._push(build, job, tell=False)
                 continue
             host = self.hosts.get(job.host or "")
             slot = job.slot if job.slot is not None else -1
@@ -378,14 +378,14 @@ class Scheduler:
         for job_id in job_ids:
             self.queue.remove(job_id)
 
-    def _push(self, job_id: int, build: BuildHead, job: Job, tell: bool = True) -> None:
+    def _push(self, build: BuildHead, job: Job, tell: bool = True) -> None:
         labels = frozenset(self._repos[build.repo].labels if build.repo in self._repos else ())
-        self.queue.push(QueuedJob(job_id, build.repo, build.event.priority,
+        self.queue.push(QueuedJob(job.id, build.repo, build.event.priority,
                                   labels | frozenset(job.spec.labels) | needs(build, job.spec)))
         if tell and build.repo in self._reported:
             if not self._untold:
                 self._chore(self._tell_waits())
-            self._untold.add(job_id)
+            self._untold.add(job.id)
 
     async def _tell_waits(self) -> None:
         """The `queued` statuses of the jobs just queued say where each stands: one walk of

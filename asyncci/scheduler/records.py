@@ -23,7 +23,7 @@ RECORD_RETRY_S, RECORD_RETRY_MAX_S = 0.5, 30.0  # pauses between tries to record
 
 class Recorder:
     def __init__(self, store: Store, repos: Mapping[str, RepoConfig], kills: Kills,
-                 requeued: Callable[[int, BuildHead, Job], None]) -> None:
+                 requeued: Callable[[BuildHead, Job], None]) -> None:
         self._store = store
         self._repos = repos
         self._kills = kills
@@ -77,7 +77,7 @@ class Recorder:
                     build.repo, build.id, reason,
                     "re-queued" if state is JobState.QUEUED else f"now {state}")
         if state is JobState.QUEUED:
-            self._requeued(job.id, build, job)
+            self._requeued(build, job)
         return state
 
 
