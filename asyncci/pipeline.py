@@ -60,9 +60,8 @@ async def plan_jobs(repo: RepoConfig, mirror: Mirror, sha: str) -> list[JobSpec]
     if not repo.script.strip():
         raise PipelineError(f"repo {repo.name} has no script, and the commit has no"
                             f" {repo.pipeline_file or 'pipeline file'}")
-    return [JobSpec(name="build", script=repo.script, labels=tuple(repo.labels),
-                    timeout=repo.timeout, env=dict(repo.env), image=repo.image,
-                    isolation=repo.isolation, network=repo.network)]
+    return expand(repo, (PipelineJob("build", repo.script, (), None, {}, (), (), (), None, None,
+                                     None),))
 
 
 def _parse(path: str, data: bytes) -> tuple[PipelineJob, ...]:
