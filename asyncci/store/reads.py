@@ -10,7 +10,8 @@ from datetime import datetime
 
 from ..model import ActiveJob, Build, Job, JobSpec, JobState
 from .connection import Part, Sql
-from .rows import ACTIVE, active_from, attempt_from, job_from, load_build, load_builds, timestamp
+from .rows import (ACTIVE, active_from, attempt_from, job_from, load_build, load_builds, of_repo,
+                   timestamp)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class Reads(Part):
     async def build_times(self, repo: str, ref: str | None, limit: int = 40) -> list[BuildTime]:
         """The state and times of a repo's (or one ref's) last `limit` finished builds,
         newest first, without their jobs: a history strip."""
-        where, args = ("repo = ? AND ref = ?", (repo, ref)) if ref else ("repo = ?", (repo,))
+        where, args = of_repo(repo, ref)
         rows = await self._db.read(lambda sql: sql.all(
             f"SELECT id, state, started_at, finished_at FROM builds WHERE {where}"
             " AND finished_at IS NOT NULL ORDER BY id DESC LIMIT ?", *args, limit))
@@ -107,12 +108,8 @@ class Reads(Part):
 
     async def latest_finished_state(self, repo: str, ref: str | None) -> JobState | None:
         """The state of the newest finished build of a repo (or of one ref): badges."""
-        where, args = "repo = ? AND finished_at IS NOT NULL", [repo]
-        if ref is not None:
-            where, args = where + " AND ref = ?", args + [ref]
-        row = await self._db.read(lambda sql: sql.one(
-            f"SELECT state FROM builds WHERE {where} ORDER BY id DESC LIMIT 1", *args))
-        return None if row is None else JobState(row[0])
+        newest = await self.build_times(repo, ref, 1)
+        return newest[0].state if newest else None
 
     async def last_cron_slot(self, repo: str) -> datetime | None:
         """The time slot of the repo's latest scheduled build."""

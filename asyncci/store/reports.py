@@ -9,7 +9,7 @@ from datetime import datetime
 
 from ..model.results import Artifact, TestOutcome, TestReport, TestResult
 from .connection import Part, Sql
-from .rows import timestamp
+from .rows import of_repo, timestamp
 
 # The tests page looks this far back: flakiness and "new" are questions about recent runs.
 RECENT_BUILDS = 200
@@ -87,7 +87,7 @@ class Reports(Part):
         """The jobs with test results among a repo's (or one ref's) last `builds` builds,
         newest build first: the window the tests page reads, so its cost does not grow
         with the history."""
-        where, args = ("repo = ? AND ref = ?", (repo, ref)) if ref else ("repo = ?", (repo,))
+        where, args = of_repo(repo, ref)
         rows = await self._db.read(lambda sql: sql.all(
             "SELECT j.id, j.name, b.id, b.ref, b.sha FROM"
             f" (SELECT id, ref, sha FROM builds WHERE {where} ORDER BY id DESC LIMIT ?) b"

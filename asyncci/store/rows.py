@@ -69,6 +69,11 @@ def load_build(sql: Sql, build_id: int) -> Build | None:
     return None if row is None else load_builds(sql, [row])[0]
 
 
+def of_repo(repo: str, ref: str | None) -> tuple[str, tuple[str, ...]]:
+    """The WHERE clause and its arguments for a repo's builds, or one ref's."""
+    return ("repo = ? AND ref = ?", (repo, ref)) if ref else ("repo = ?", (repo,))
+
+
 def load_builds(sql: Sql, rows: Sequence[sqlite3.Row],
                 jobs_of: Collection[JobState] | None = None) -> list[Build]:
     """Build rows with their jobs and the jobs' attempts, in the rows' order; with
