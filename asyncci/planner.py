@@ -134,10 +134,7 @@ class Planner:
         return [replace(s, timeout=min(s.timeout or cap, cap)) for s in specs], None
 
     def _base_of(self, repo: RepoConfig, ref: str) -> str | None:
-        try:
-            default = full_ref(self.default_branch(repo))
-        except PlanError:  # no plain branch to compare with
-            return None
+        default = self.default_ref(repo)
         return default if branch_of(ref) is not None and ref != default else None
 
     def _supersedes(self, repo: RepoConfig, ref: str, event: Event) -> frozenset[Event]:
@@ -157,9 +154,8 @@ class Planner:
         untrusted = await self._untrusted(repo, full, sha)
         # A branch's commit built by hand is that commit built: a poll or push seeing it
         # on the branch later makes no second build.
-        branch = branch_of(full)
         claim = (branch_key(repo.name, full, sha)
-                 if branch is not None and _builds(repo, branch) and not untrusted else None)
+                 if _builds(repo, branch_of(full)) and not untrusted else None)
         return (await self.request(repo, full, Commit(sha), Event.MANUAL, None,
                                    untrusted=untrusted, claim_key=claim)).build
 
@@ -185,10 +181,9 @@ class Planner:
         (SPEC §5a); a pull request's head never is, whoever's it is."""
         if is_pull_ref(ref):
             return True
-        branch = branch_of(ref)
         mirror = self._mirrors[repo.name]
         try:
-            if branch is not None and _builds(repo, branch) and await mirror.resolve(ref) == sha:
+            if _builds(repo, branch_of(ref)) and await mirror.resolve(ref) == sha:
                 return False
             # A bare sha is judged on the branches as they are now: the mirror's may be
             # long stale (a webhook-only repo fetches what it lacks, not what moved), and a
@@ -264,6 +259,14 @@ class Planner:
             await self._store.set_heads(repo.name, heads)
         await self._store.set_poll_result(repo.name, error)
 
+    @classmethod
+    def default_ref(cls, repo: RepoConfig) -> str | None:
+        """The default branch's full ref, or None where `branches` has globs alone."""
+        try:
+            return branch_ref(cls.default_branch(repo))
+        except PlanError:
+            return None
+
     @staticmethod
     def default_branch(repo: RepoConfig) -> str:
         """The first branch pattern that names one plain branch (no glob)."""
@@ -273,5 +276,5 @@ class Planner:
         raise PlanError(f"repo {repo.name} has no plain branch in `branches`; give a ref")
 
 
-def _builds(repo: RepoConfig, branch: str) -> bool:
+def _builds(repo: RepoConfig, branch: str | None) -> bool:
     return branch_matches(repo.branches, branch)

@@ -21,7 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ..config import RepoConfig
 from ..model import Event, JobState, iso, redact_url
 from ..planner import PlanError, Planner
-from ..refs import branch_of, branch_ref
+from ..refs import branch_of
 from .actions import (QUEUE_MAX_OFFSET, QUEUE_PAGE, approve_build, load_build, load_host,
                       load_repo, rebuild_build, waiting_jobs)
 from .auth import (COOKIE, SESSION_S, attempted, check_form, csrf_token, end_session, has_session,
@@ -137,20 +137,13 @@ async def repo_page(request: web.Request) -> web.Response:
     return await repo_view(request, load_repo(request))
 
 
-def _default_ref(repo: RepoConfig) -> str | None:
-    try:
-        return branch_ref(Planner.default_branch(repo))
-    except PlanError:  # only globs: no branch is the default
-        return None
-
-
 async def repo_view(request: web.Request, repo: RepoConfig, problem: str | None = None,
                     asked: str = "") -> web.Response:
     """A repo's page; with `problem`, the build form did not take `asked`, and the page
     says why beside it (422)."""
     store, scheduler = request.app[STORE], request.app[SCHEDULER]
     chosen = BuildFilter.parse(request, repo.name)
-    default = _default_ref(repo)
+    default = Planner.default_ref(repo)
     builds, pager = await builds_page(request, chosen)
     shown_ref = chosen.ref or default
     url = request.app[CONFIG].server.public_url
@@ -204,9 +197,10 @@ async def tests_page(request: web.Request) -> web.Response:
     repo = load_repo(request)
     job, test = request.query.get("job", ""), request.query.get("test", "")
     if not job and not test:
-        overview = await tests_overview(request.app[STORE], repo.name, _default_ref(repo))
-        return render(request, "test_overview.html", repo=repo.name,
-                      default_ref=_default_ref(repo), **overview)
+        default = Planner.default_ref(repo)
+        overview = await tests_overview(request.app[STORE], repo.name, default)
+        return render(request, "test_overview.html", repo=repo.name, default_ref=default,
+                      **overview)
     if not job or not test:
         raise error(web.HTTPBadRequest, "both ?job= and ?test= are required")
     runs = [{**vars(r), "finished_at": iso(r.finished_at)}
