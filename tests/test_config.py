@@ -247,7 +247,10 @@ def test_tokens_come_from_the_environment(tmp_path: Path) -> None:
     (REPO + 'isolation = "some"\n', ':repos[0].isolation: must be "untrusted" or "all", got "some"'),
     (REPO + 'fork_pull_requests = "yes"\n', ':repos[0].fork_pull_requests: must be "build",'
      ' "approve" or "ignore", got "yes"'),
-    (REPO + 'image = "a b"\n', ':repos[0].image: must be an image name without spaces, got "a b"'),
+    (REPO + 'image = "a b"\n',
+     ':repos[0].image: must be an image name (no spaces, no leading -), got "a b"'),
+    (REPO + 'image = "--privileged"\n',
+     ':repos[0].image: must be an image name (no spaces, no leading -), got "--privileged"'),
     (REPO + 'network = "off"\n', ':repos[0].network: must be true or false, got "off"'),
     ('[[hosts]]\nname = "h"\nlabels = ["asyncci:sandbox"]\n' + REPO,
      ":hosts[0].labels: labels starting with 'asyncci:' are asyncci's own, got \"asyncci:sandbox\""),
@@ -353,11 +356,13 @@ def test_the_loader_reads_every_key_of_its_table(tmp_path: Path, section: str) -
 def test_local_hosts_hide_the_servers_own_files(tmp_path: Path) -> None:
     (tmp_path / "token.txt").write_text("a-file-secret")
     config = load_config(write(tmp_path, '[[hosts]]\nname = "l"\n[[hosts]]\nname = "s"\n'
-                               'address = "b1"\n[[repos]]\nname = "r"\nurl = "u"\n'
+                               'address = "b1"\nkey_file = "id_ed25519"\n'
+                               '[[repos]]\nname = "r"\nurl = "u"\n'
                                'script = "x"\nsecrets = { T = { file = "token.txt" } }\n'), {})
     local, ssh = config.hosts
+    # The key to the other build hosts too: a fork's job here would log in there unconfined.
     assert set(local.hidden) == {str(tmp_path / "asyncci-data"), str(tmp_path / "asyncci.toml"),
-                                 str(tmp_path / "token.txt")}
+                                 str(tmp_path / "token.txt"), str(tmp_path / "id_ed25519")}
     assert ssh.hidden == () and ssh.container_command == ("podman",) and ssh.untrusted
     repo = config.repos[0]
     assert (repo.isolation, repo.image, repo.network, repo.fork_pull_requests) == \

@@ -93,6 +93,8 @@ async def test_the_file_at_the_commit_replaces_the_script(tmp_path: Path, repo: 
      ".asyncci.toml:jobs[0].matrix.PY: differs only in case"),
     ('[[jobs]]\nname = "a"\nscript = "x"\nartifacts = ["ok", ""]\n',
      ".asyncci.toml:jobs[0].artifacts: must be a list of non-empty one-line glob patterns"),
+    ('[[jobs]]\nname = "a"\nscript = "x"\nimage = "--volume=/:/host"\n',  # a flag for the engine
+     '.asyncci.toml:jobs[0].image: must be an image name (no spaces, no leading -)'),
     ('[[jobs]]\nname = "a"\nscript = "x"\nmatrix = { k = ["\\u0000"] }\n',
      ".asyncci.toml:jobs[0].matrix.k[0]: must not hold a NUL character"),
     ('[[jobs]]\nname = "a"\nscript = "make\\u0000"\nenv = { X = "\\u0000" }\n',

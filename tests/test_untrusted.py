@@ -217,22 +217,33 @@ async def test_a_trusted_job_never_reads_the_servers_environment(
 async def test_a_sandbox_writes_only_its_workspace_and_keeps_git_log(
     tmp_path: Path, repo: GitRepo
 ) -> None:
-    outside = Path(f"/var/tmp/asyncci-outside-{os.getpid()}")
+    """Nor reads what the build user keeps in /var/tmp or /run: sockets there (a session
+    bus, a container engine's) would start processes outside it."""
+    outside = Path(f"/opt/asyncci-outside-{os.getpid()}")
     home = Path.home() / f".asyncci-pwned-{os.getpid()}"
+    kept = Path(f"/var/tmp/asyncci-kept-{os.getpid()}")
+    kept.write_text("kept-by-the-host")
     script = f"""
 touch {outside} 2>/dev/null && echo wrote-outside
 touch {home} 2>/dev/null
-touch /tmp/own-tmp && echo own-tmp
+cat {kept} /run/*/* 2>/dev/null || echo nothing-kept
+touch /tmp/own-tmp /var/tmp/own-var-tmp && echo own-tmp
 echo ws > in-workspace && echo wrote-workspace
 git log -1 --format='log: %s'
 git describe --always >/dev/null && echo described"""
-    async with serving(tmp_path, repo, script, local(tmp_path), isolation="all") as (_, api, _):
-        build = await api.build((await manual(api, ref="main"))["id"])
-        text = await log_of(api, build)
+    try:
+        async with serving(tmp_path, repo, script, local(tmp_path), isolation="all") \
+                as (_, api, _):
+            build = await api.build((await manual(api, ref="main"))["id"])
+            text = await log_of(api, build)
+    finally:
+        kept.unlink()
     assert build["jobs"][0]["confined"] == "sandbox" and not build["untrusted"]
     assert build["state"] == "passed", text
     assert "wrote-outside" not in text and not outside.exists() and not home.exists()
+    assert "kept-by-the-host" not in text and "nothing-kept" in text
     assert "own-tmp" in text and not Path("/tmp/own-tmp").exists()
+    assert not Path("/var/tmp/own-var-tmp").exists()
     assert "wrote-workspace" in text and "log: first commit" in text and "described" in text
 
 

@@ -218,7 +218,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     # What the server holds is hidden from the sandboxes of the hosts on its own machine.
     hidden = tuple(dict.fromkeys(str(p) for p in (
         server.data_dir, Path(path).absolute(), github and github.private_key_file,
-        *(s.file for r in repos for s in r.secrets)) if p))
+        *(h.key_file for h in hosts), *(s.file for r in repos for s in r.secrets)) if p))
     hosts = tuple(replace(h, hidden=hidden) if h.local else h for h in hosts)
     return Config(Path(path), server, web, github, hosts, repos)
 

@@ -215,7 +215,8 @@ positive_int = check(int, "a positive integer", lambda v: v > 0)
 nonnegative_int = check(int, "an integer >= 0", lambda v: v >= 0)
 http_url = check(str, "an http:// or https:// URL", re.compile(r"https?://[^/\s]+\S*").fullmatch)
 isolation = check(str, '"untrusted" or "all"', lambda v: v in ("untrusted", "all"))
-image = check(str, "an image name without spaces", lambda v: not v or v.split() == [v])
+image = check(str, "an image name (no spaces, no leading -)",
+              lambda v: not v or v.split() == [v] and not v.startswith("-"))
 _labels = check(list, "a list of non-empty strings",
                 lambda v: all(isinstance(s, str) and s for s in v))
 

@@ -108,7 +108,9 @@ supervise() {
 		"${engine[@]}" rm -f -- "asyncci-$AC_JOB" >/dev/null 2>&1
 	# Before job.exit: the stream, which ends with this process, carries collect's notes.
 	[ -z "$AC_ARTIFACTS$AC_JUNIT" ] || collect
-	[ -z "$AC_FRESH" ] || rm -rf -- "$AC_WS"
+	# A job may leave directories it cannot list (chmod 000): opened up before they go.
+	[ -z "$AC_FRESH" ] || rm -rf -- "$AC_WS" 2>/dev/null ||
+		{ chmod -R u+rwX -- "$AC_WS" && rm -rf -- "$AC_WS"; }
 	echo $status >"$AC_DIR/job.exit"
 }
 
@@ -152,14 +154,16 @@ confine() {
 			-v "$AC_MIRROR/objects:$AC_MIRROR/objects:ro" -v "$AC_DIR/script:$script:ro")
 		[ -n "$AC_NETWORK" ] || jail+=(--network none)
 		for p in "${devices[@]}"; do jail+=(--device "$p"); done
-		jail+=("$AC_IMAGE")
+		jail+=(-- "$AC_IMAGE") # never an option of the engine's, whatever the image says
 		return
 	fi
-	# The host read-only; its workdir, the build user's home and the server's own files
-	# hidden; then the workspace (writable) and the repo's objects (so git log works) back.
+	# The host read-only; its workdir, the build user's home, /tmp, /var/tmp, /run (the
+	# user's sockets: a session bus, an engine's) and the server's own files hidden; then
+	# the workspace (writable) and the repo's objects (so git log works) back.
 	script=/tmp/.asyncci-script
 	jail=(bwrap --die-with-parent --unshare-pid --unshare-ipc --cap-drop ALL
-		--ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --tmpfs "$HOME" --tmpfs "$AC_WORKDIR")
+		--ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --tmpfs "$HOME" --tmpfs "$AC_WORKDIR"
+		--tmpfs /var/tmp --tmpfs /run --ro-bind-try /run/systemd/resolve /run/systemd/resolve)
 	for p in "${hidden[@]}"; do
 		if [[ -d $p ]]; then
 			jail+=(--tmpfs "$p")
