@@ -92,7 +92,9 @@ async def test_the_file_at_the_commit_replaces_the_script(tmp_path: Path, repo: 
     ('[[jobs]]\nname = "a"\nscript = "x"\nmatrix = { py = ["1"], PY = ["2"] }\n',
      ".asyncci.toml:jobs[0].matrix.PY: differs only in case"),
     ('[[jobs]]\nname = "a"\nscript = "x"\nartifacts = ["ok", ""]\n',
-     ".asyncci.toml:jobs[0].artifacts: must be a list of non-empty one-line glob patterns"),
+     ".asyncci.toml:jobs[0].artifacts: must be a list of at most 100 non-empty one-line glob"),
+    ('[[jobs]]\nname = "a"\nscript = "x"\njunit = ["**/*/**/*/**/*.xml"]\n',  # a walk for hours
+     ".asyncci.toml:jobs[0].junit: must be a list of at most 100 non-empty one-line glob"),
     ('[[jobs]]\nname = "a"\nscript = "x"\nimage = "--volume=/:/host"\n',  # a flag for the engine
      '.asyncci.toml:jobs[0].image: must be an image name (no spaces, no leading -)'),
     ('[[jobs]]\nname = "a"\nscript = "x"\nmatrix = { k = ["\\u0000"] }\n',
