@@ -3,8 +3,8 @@
 
 collect() {
 	# In the workspace, once nothing of the job runs: the files the patterns name go to
-	# $AC_DIR/junit and $AC_DIR/artifacts under their workspace paths, where the server
-	# fetches them; reports first, so a big artifact never crowds them out of the cap.
+	# AC_JUNIT_DIR and AC_ARTIFACTS_DIR in $AC_DIR under their workspace paths, where the
+	# server fetches them; reports first, so a big artifact never crowds them out of the cap.
 	# A handful of processes whatever the number of files, since hosts' forks may be slow.
 	# Names only pass through quoted expansions and NUL-separated lists: data, never code.
 	local -a names=() kinds=() real=() sizes=() junit=() artifacts=()
@@ -37,8 +37,8 @@ collect() {
 		fi
 	done
 	((over <= 10)) || note "$((over - 10)) more files skipped: over the cap of $AC_CAP bytes"
-	put junit "${junit[@]}"
-	put artifacts "${artifacts[@]}"
+	put "$AC_JUNIT_DIR" "${junit[@]}"
+	put "$AC_ARTIFACTS_DIR" "${artifacts[@]}"
 }
 
 gather() {

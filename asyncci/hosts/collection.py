@@ -16,6 +16,8 @@ from ..model.results import Artifact, TestResult
 from .base import Collected
 from .results import parse_junit
 
+# Where in the attempt's directory job.sh puts what it collected (told in its preamble).
+JUNIT_DIR, ARTIFACTS_DIR = "junit", "artifacts"
 JUNIT_MAX_BYTES = 50 * 10**6  # a report bigger than this is not read
 MAX_TESTS = 100_000  # test cases kept per job: each is a row, and is read for every report
 
@@ -50,7 +52,7 @@ async def collect_files(files: JobFiles, dest: Path, cap: int) -> Collected:
     errors: list[str] = []
     tests, left = await _read_reports(files, cap, errors)
     artifacts = []
-    for name, size in await _walk(files, "artifacts", errors):
+    for name, size in await _walk(files, ARTIFACTS_DIR, errors):
         if size > left:
             errors.append(f"{name}: skipped: over the {_cap(cap)} cap per job")
             continue
@@ -77,7 +79,7 @@ async def _read_reports(files: JobFiles, cap: int, errors: list[str]
     """The test cases of the reports in `junit/`, and what is left of the cap."""
     left = cap
     tests: list[TestResult] = []
-    for name, size in await _walk(files, "junit", errors):
+    for name, size in await _walk(files, JUNIT_DIR, errors):
         if size > JUNIT_MAX_BYTES:
             errors.append(f"{name}: not read: bigger than {_cap(JUNIT_MAX_BYTES)}")
             continue

@@ -20,6 +20,7 @@ from ..config.checks import JOB_VAR_PREFIX
 from ..logs.joblog import JobLog
 from ..model import Capability
 from .base import NO_RUN, HostLost, JobRun, Outcome
+from .collection import ARTIFACTS_DIR, JUNIT_DIR
 
 # Reads of up to 1 MiB, never lines (~3 µs of Python each). asyncssh reopens a channel's
 # whole window whenever a read makes room in its buffer: 64 KiB reads behind a faster
@@ -111,6 +112,8 @@ class Wrapper:
             "AC_ARTIFACTS": "\n".join(run.artifacts) if collect else "",
             "AC_JUNIT": "\n".join(run.junit) if collect else "",
             "AC_CAP": str(run.artifact_cap),
+            "AC_JUNIT_DIR": JUNIT_DIR if collect else "",
+            "AC_ARTIFACTS_DIR": ARTIFACTS_DIR if collect else "",
             # Each of the job's variables on its own: one environment string holds at most
             # 128 KiB (a certificate or two in one would not fit).
             **({JOB_VAR_PREFIX + k: v for k, v in run.env.items()} if start else {}),
