@@ -1,5 +1,6 @@
 # asyncci's job wrapper: the same text runs on local and SSH hosts, read from stdin by
-# `bash -c 'read -rN N w && eval "$w"'` after a preamble of shell-quoted AC_* assignments,
+# `bash -c 'LC_ALL=C read -rN "$0" w && eval "$w"' N` (hosts/wrapper.py's READ_WRAPPER)
+# after a preamble of shell-quoted AC_* assignments,
 # so no job data (script, environment, secrets, branch names) ever appears on a command
 # line. It starts as few processes as it can: each costs a host with a slow bash or sshd
 # milliseconds of CPU, so builtins do what they can (bench/job_processes.py counts them).

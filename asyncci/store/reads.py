@@ -118,6 +118,13 @@ class Reads(Part):
             " ORDER BY id DESC LIMIT 1", repo))
         return None if row is None else timestamp(row[0])
 
+    async def job_states(self, job_ids: Collection[int]) -> dict[int, JobState]:
+        """The state of each of these jobs that exists: a live log's feed, every poll."""
+        ids = list(job_ids)
+        rows = await self._db.read(lambda sql: sql.all(
+            f"SELECT id, state FROM jobs WHERE id IN ({','.join('?' * len(ids))})", *ids))
+        return {r[0]: JobState(r[1]) for r in rows}
+
     async def active_jobs(self, job_ids: Sequence[int] | None = None) -> list[ActiveJob]:
         """Queued and running jobs (all, or those of `job_ids`), oldest first: what a
         restart rebuilds its queue from, and what a page of the queue shows."""

@@ -177,11 +177,12 @@ def _wanted(raw: str) -> dict[int, int]:
 
 
 async def _news(request: web.Request, wanted: dict[int, int]) -> dict[str, dict[str, Any]]:
-    logs, store = request.app[LOGS], request.app[STORE]
+    logs = request.app[LOGS]
+    # Before the sizes: a finished job's size is final.
+    states = await request.app[STORE].job_states(wanted)
     answer, budget = {}, FEED_TOTAL
     for job_id, offset in wanted.items():
-        job = await store.get_job(job_id)  # before the size: a finished job's size is final
-        if job is None:
+        if (state := states.get(job_id)) is None:
             raise error(web.HTTPNotFound, f"no job {job_id}")
         news: dict[str, Any] = {}
         size = logs.size(job_id)
@@ -192,7 +193,7 @@ async def _news(request: web.Request, wanted: dict[int, int]) -> dict[str, dict[
         data = data[:utf8_boundary(data)] or data
         budget -= len(data)
         news.update(text=data.decode(errors="replace"), offset=offset + len(data),
-                    done=job.state.finished and offset + len(data) >= size)
+                    done=state.finished and offset + len(data) >= size)
         answer[str(job_id)] = news
     return answer
 
