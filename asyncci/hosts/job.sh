@@ -1,9 +1,9 @@
 # asyncci's job wrapper: the same text runs on local and SSH hosts, read from stdin by
 # `bash -c 'LC_ALL=C read -rN "$0" w && eval "$w"' N` (hosts/wrapper.py's READ_WRAPPER)
-# after a preamble of shell-quoted AC_* assignments,
-# so no job data (script, environment, secrets, branch names) ever appears on a command
-# line. It starts as few processes as it can: each costs a host with a slow bash or sshd
-# milliseconds of CPU, so builtins do what they can (bench/job_processes.py counts them).
+# after a preamble of shell-quoted AC_* assignments, so no job data (script, environment,
+# secrets, branch names) ever appears on a command line. It starts as few processes as it
+# can: each costs a host with a slow bash or sshd milliseconds of CPU, so builtins do what
+# they can (bench/job_processes.py counts them).
 # checkout.sh and collect.sh hold some of its functions and come first in that text.
 # Every path comes in the preamble, relative to AC_WORKDIR (wrapper.py decides them all):
 # AC_WS the workspace, AC_DIR the attempt's directory, AC_MIRROR the repo's mirror.
